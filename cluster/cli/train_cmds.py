@@ -1,0 +1,1 @@
+"""`mtc train` and `mtc eval` (filled in by the mtl work)."""
