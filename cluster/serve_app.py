@@ -1,0 +1,128 @@
+"""The Serve application: Gateway (ingress) -> Scheduler (one replica) -> model pools.
+
+    client --HTTP--> Gateway (FastAPI, autoscaled on ongoing requests)
+                        | ServeBackend: submit(job) / stats() / ready()
+                        v
+                     Scheduler (1 replica, wraps scheduler.actor.SchedulerActor)
+                        | run_batch(payloads) through Serve DeploymentHandles
+                        v
+                     EncoderReplica pool (autoscaled on replica load; GPU when configured)
+                     GeneratorReplica pool (optional)
+
+`build_app(args)` is a Serve application builder: `serve run cluster.serve_app:build_app
+bundle=PATH`, the `import_path` of the file `mtc serve --export-config` writes, and what
+`mtc serve` itself deploys. `args` is a serve.yaml mapping (cluster/serve_config.py).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from cluster.encoder_replica import encoder_deployment
+from cluster.serve_backend import ServeBackend
+from cluster.serve_config import (
+    GATEWAY_DEPLOYMENT,
+    SCHEDULER_DEPLOYMENT,
+    ServeConfig,
+    ServeConfigError,
+    parse_serve_config,
+)
+
+logger = logging.getLogger("ray.serve")
+
+
+@serve.deployment(name=SCHEDULER_DEPLOYMENT, num_replicas=1)
+class Scheduler:
+    """One replica owning the queues; the pools are Serve handles it dispatches batches to."""
+
+    def __init__(self, scheduler_config: dict, encoder: Any, generator: Any | None = None):
+        from scheduler.actor import SchedulerActor  # noqa: PLC0415
+        from scheduler.config import load_scheduler_config  # noqa: PLC0415
+        from scheduler.pools import pool_from_handle  # noqa: PLC0415
+
+        config = load_scheduler_config(scheduler_config)
+        self.handles = {"encoder": encoder}
+        if generator is not None:
+            self.handles["generator"] = generator
+        pools = {name: pool_from_handle(name, handle) for name, handle in self.handles.items()}
+        self.actor = SchedulerActor(config, pools)
+
+    async def submit(self, job):
+        return await self.actor.submit(job)
+
+    async def stats(self) -> dict:
+        stats = self.actor.stats()
+        if hasattr(stats, "__await__"):
+            stats = await stats
+        return stats
+
+    async def ready(self) -> bool:
+        ready = getattr(self.actor, "ready", None)
+        if ready is None:
+            return True
+        out = ready()
+        return bool(await out) if hasattr(out, "__await__") else bool(out)
+
+    async def replica_counters(self, pool: str = "encoder") -> dict:
+        """One replica's counters (tests and `mtc status` read these via the Scheduler)."""
+        return await self.handles[pool].counters.remote()
+
+
+@serve.deployment(name=GATEWAY_DEPLOYMENT)
+@serve.ingress()
+class Gateway:
+    """The HTTP ingress. Its FastAPI app is built on the replica from the bundle's tokenizer and
+    task specs (no weights) and a `ServeBackend` over the scheduler handle."""
+
+    def __init__(self, scheduler: Any, bundle_path: str, settings: dict, generator: Any | None = None):
+        self.backend = ServeBackend(scheduler, generator)
+        self.bundle_path = bundle_path
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self):
+        from cluster.gateway import build_gateway_app  # noqa: PLC0415
+
+        return build_gateway_app(self.backend, self._gateway_settings())
+
+    def _gateway_settings(self):
+        from cluster import gateway  # noqa: PLC0415
+
+        data = {"bundle_path": self.bundle_path, **self.settings}
+        settings_cls = getattr(gateway, "GatewaySettings", None)
+        return settings_cls(**data) if settings_cls is not None else data
+
+
+def _bundle_path(config: ServeConfig) -> str:
+    if not config.bundle:
+        raise ServeConfigError("bundle: no bundle path given (pass BUNDLE or set `bundle:` in serve.yaml)")
+    path = Path(config.bundle).expanduser().resolve()
+    if not path.is_dir():
+        raise ServeConfigError(f"bundle: {str(path)!r} is not a directory (train one with `mtc train`)")
+    return str(path)
+
+
+def build_application(config: ServeConfig, *, encoder: Any | None = None) -> Application:
+    """Bind the deployment graph. `encoder` replaces the EncoderReplica deployment (tests and
+    benchmarks pass a cheap stand-in bound the same way)."""
+    bundle_path = _bundle_path(config)
+    encoder = encoder if encoder is not None else encoder_deployment(config, bundle_path)
+    generator = None
+    if config.generator.enabled:
+        from cluster.generator_replica import generator_deployment  # noqa: PLC0415
+
+        generator = generator_deployment(config)
+    scheduler = Scheduler.options(**config.scheduler.deployment_options()).bind(
+        config.scheduler.config, encoder, generator
+    )
+    return Gateway.options(**config.gateway.deployment_options()).bind(
+        scheduler, bundle_path, config.gateway.settings, generator
+    )
+
+
+def build_app(args: dict | ServeConfig) -> Application:
+    """Serve application builder (`import_path: cluster.serve_app:build_app`)."""
+    return build_application(parse_serve_config(args))

@@ -1,0 +1,39 @@
+"""`ServeBackend`: the gateway's `Backend` (cluster/backend.py) over Serve deployment handles.
+
+The gateway calls `submit(job)`; this forwards it to the one Scheduler deployment, which queues,
+batches and dispatches to the replica pools and returns an `Outcome`. Streaming generation goes
+through the scheduler when it offers a `stream` method, else straight to the generator pool
+(admission for streams is the gateway's size limits plus Serve's own backpressure).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator
+
+logger = logging.getLogger("ray.serve")
+
+
+class ServeBackend:
+    def __init__(self, scheduler_handle: Any, generator_handle: Any | None = None):
+        self.scheduler = scheduler_handle
+        self.generator = generator_handle
+
+    async def submit(self, job):
+        return await self.scheduler.submit.remote(job)
+
+    async def stream(self, payload: dict, priority: str) -> AsyncIterator[str]:
+        if self.generator is None:
+            raise RuntimeError("generation is not enabled in this deployment (serve.yaml: generator.enabled)")
+        gen = self.generator.options(stream=True).stream.remote(payload)
+        async for piece in gen:
+            yield piece
+
+    async def stats(self) -> dict:
+        return await self.scheduler.stats.remote()
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.scheduler.ready.remote())
+        except Exception as err:  # noqa: BLE001 - unreachable scheduler means "not ready"
+            logger.warning("scheduler not ready: %s", err)
+            return False

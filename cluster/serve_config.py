@@ -1,0 +1,221 @@
+"""`serve.yaml`: what to deploy and how big, plus the generator of a `serve deploy` config.
+
+One pydantic model (`ServeConfig`) read from YAML or from the `args` of a Serve application
+builder; errors name the key and the bad value. `deployment_options(...)` turns a pool's section
+into the exact `ray_actor_options` / `autoscaling_config` Serve wants, so the code path that
+deploys (`serve_app.build_app`) and the exported file (`export_serve_config`) can never disagree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cluster.autoscaling import POLICY_IMPORT_PATH
+
+DEFAULT_SERVE_CONFIG_PATH = Path(__file__).with_name("serve.yaml")
+APP_IMPORT_PATH = "cluster.serve_app:build_app"
+ENCODER_DEPLOYMENT = "EncoderReplica"
+GENERATOR_DEPLOYMENT = "GeneratorReplica"
+SCHEDULER_DEPLOYMENT = "Scheduler"
+GATEWAY_DEPLOYMENT = "Gateway"
+
+
+class ServeConfigError(ValueError):
+    """A serve.yaml that cannot be used; the message names the key and the value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Autoscaling(_Strict):
+    """Replica bounds and pacing. `policy: load` is ours (see cluster/autoscaling.py);
+    `ongoing_requests` is Serve's built-in policy (right for the gateway, wrong for model pools)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    policy: Literal["load", "ongoing_requests"] = "load"
+    target_utilization: float = Field(0.7, gt=0, le=4)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+    metrics_interval_s: float = Field(2.0, gt=0)
+    look_back_period_s: float = Field(6.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        return self
+
+    def to_serve(self) -> dict[str, Any]:
+        """The `autoscaling_config` dict Serve accepts (in code and in a deploy file)."""
+        out: dict[str, Any] = {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+            "metrics_interval_s": self.metrics_interval_s,
+            "look_back_period_s": self.look_back_period_s,
+        }
+        if self.initial_replicas is not None:
+            out["initial_replicas"] = self.initial_replicas
+        if self.policy == "load":
+            out["policy"] = {
+                "policy_function": POLICY_IMPORT_PATH,
+                "policy_kwargs": {"target_utilization": self.target_utilization},
+            }
+        return out
+
+
+class PoolConfig(_Strict):
+    """One model pool: placement per replica, and how many replicas."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    # Batches a replica may hold at once: 2 lets the next batch wait at the replica while one
+    # runs (keeps the model busy across the scheduler->replica hop) and lets the load metric
+    # exceed 1.0 under backlog.
+    max_ongoing_requests: int = Field(2, ge=1)
+    autoscaling: Autoscaling = Autoscaling()
+
+    def ray_actor_options(self) -> dict[str, Any]:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+    def deployment_options(self) -> dict[str, Any]:
+        return {
+            "ray_actor_options": self.ray_actor_options(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "autoscaling_config": self.autoscaling.to_serve(),
+        }
+
+
+class GeneratorPoolConfig(PoolConfig):
+    enabled: bool = False
+    model_path: str | None = None
+
+
+class GatewayConfig(_Strict):
+    """The HTTP ingress: cheap, parallel; scales on Serve's own ongoing-request policy."""
+
+    num_cpus: float = Field(0.5, ge=0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    autoscaling: Autoscaling = Autoscaling(
+        policy="ongoing_requests", min_replicas=1, max_replicas=2, target_ongoing_requests=64
+    )
+    # Passed through to the gateway's own settings model (API keys, size limits, ...).
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    def deployment_options(self) -> dict[str, Any]:
+        return {
+            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "autoscaling_config": self.autoscaling.to_serve(),
+        }
+
+
+class SchedulerDeploymentConfig(_Strict):
+    num_cpus: float = Field(0.5, ge=0)
+    # Passed through to scheduler.config.SchedulerConfig.
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    def deployment_options(self) -> dict[str, Any]:
+        # One replica by design: it owns the queues (shards are the path past one actor).
+        return {
+            "num_replicas": 1,
+            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "max_ongoing_requests": 100_000,
+        }
+
+
+class HttpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+
+class ServeConfig(_Strict):
+    bundle: str | None = None
+    app_name: str = "mtc"
+    route_prefix: str = "/"
+    http: HttpConfig = HttpConfig()
+    encoder: PoolConfig = PoolConfig(autoscaling=Autoscaling(min_replicas=1, max_replicas=2))
+    generator: GeneratorPoolConfig = GeneratorPoolConfig()
+    scheduler: SchedulerDeploymentConfig = SchedulerDeploymentConfig()
+    gateway: GatewayConfig = GatewayConfig()
+
+    def with_overrides(self, **updates: Any) -> ServeConfig:
+        data = self.model_dump()
+        for key, value in updates.items():
+            if value is not None:
+                data[key] = value
+        return parse_serve_config(data)
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid serve config:\n  " + "\n  ".join(lines)
+
+
+def parse_serve_config(data: dict[str, Any] | ServeConfig | None) -> ServeConfig:
+    if isinstance(data, ServeConfig):
+        return data
+    try:
+        return ServeConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ServeConfigError(_format_error(err)) from None
+
+
+def load_serve_config(path: str | Path | None = None) -> ServeConfig:
+    path = Path(path) if path else DEFAULT_SERVE_CONFIG_PATH
+    if not path.is_file():
+        raise ServeConfigError(f"serve config {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ServeConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ServeConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return parse_serve_config(data)
+
+
+def export_serve_config(config: ServeConfig) -> dict[str, Any]:
+    """A Serve config (`serve deploy FILE`) for this application, deployment options spelled out."""
+    deployments = [
+        {"name": ENCODER_DEPLOYMENT, **config.encoder.deployment_options()},
+        {"name": SCHEDULER_DEPLOYMENT, **config.scheduler.deployment_options()},
+        {"name": GATEWAY_DEPLOYMENT, **config.gateway.deployment_options()},
+    ]
+    if config.generator.enabled:
+        deployments.insert(1, {"name": GENERATOR_DEPLOYMENT, **config.generator.deployment_options()})
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": config.http.host, "port": config.http.port},
+        "applications": [
+            {
+                "name": config.app_name,
+                "route_prefix": config.route_prefix,
+                "import_path": APP_IMPORT_PATH,
+                "args": config.model_dump(mode="json"),
+                "deployments": deployments,
+            }
+        ],
+    }
+
+
+def write_serve_config(config: ServeConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(
+        "# Generated by `mtc serve --export-config`; deploy with `serve deploy " + path.name + "`.\n"
+        + yaml.safe_dump(export_serve_config(config), sort_keys=False)
+    )
+    return path
