@@ -1,0 +1,189 @@
+"""The scheduler's state machine, shared by the async actor and the discrete-event simulator.
+
+No clock, no I/O, no asyncio: every method takes `now`. The actor turns its calls into awaits and
+replica calls; the simulator turns them into events. Because both drive this one object (and through
+it the pure policy and admission functions), the simulator predicts what the actor does.
+
+Lifecycle of a request: new_request → admit (refused: done) → enqueue → plan (expired, or
+dispatched in a batch) → complete (done) | fail (requeued at the front, or failed after
+`max_retries`). `finish` records each request's one terminal status exactly once.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from scheduler import policy
+from scheduler.admission import Admission, QueueView, admit
+from scheduler.config import SchedulerConfig
+from scheduler.latency import LatencyModel
+from scheduler.queues import PoolQueue
+from scheduler.request import Request, Status
+
+WINDOW_BATCHES = 4  # the policy sees the top (4 · max_batch_size) requests: room for length grouping
+
+
+class InvalidJob(ValueError):
+    """A job naming an unknown pool or priority, or with a bad token count (HTTP 400/422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    pool: str
+    batch: tuple[Request, ...]  # status DISPATCHED
+    padded_tokens: int
+    predicted_s: float
+
+
+class SchedulerCore:
+    def __init__(self, config: SchedulerConfig):
+        self.config = config
+        self.classes = {c.name: c for c in config.classes}
+        self.pools = {p.name: p for p in config.pools}
+        self.queues = {name: PoolQueue(config) for name in self.pools}
+        self.models = {
+            name: LatencyModel(p.prior, p, window=config.latency_window) for name, p in self.pools.items()
+        }
+        self.inflight = {name: 0 for name in self.pools}
+        self._seq = 0
+        self._flow_tags: dict[tuple[str, int, str], float] = {}
+        self._virtual: dict[tuple[str, int], float] = {}
+        self.counts: Counter = Counter()
+        # per class: submitted (terminal, not cancelled), met (done by the deadline)
+        self.class_counts: dict[str, Counter] = {c: Counter() for c in self.classes}
+        self.batches = 0
+        self.batched_requests = 0
+
+    # ------------------------------------------------------------ arrival
+
+    def new_request(
+        self, tasks: tuple[str, ...], pool: str, priority: str, deadline_ms: float | None,
+        num_tokens: int, now: float, req_id: int | None = None,
+    ) -> Request:
+        """Validate a job and stamp it: absolute deadline, class rank, arrival order, fair tag."""
+        if pool not in self.pools:
+            raise InvalidJob(f"unknown pool {pool!r}; known: {', '.join(self.pools)}")
+        cls = self.classes.get(priority)
+        if cls is None:
+            raise InvalidJob(f"unknown priority {priority!r}; known: {', '.join(self.classes)}")
+        if num_tokens < 0:
+            raise InvalidJob(f"num_tokens must be >= 0, got {num_tokens}")
+        if deadline_ms is not None and not deadline_ms > 0:
+            raise InvalidJob(f"deadline_ms must be > 0, got {deadline_ms}")
+        if not tasks:
+            raise InvalidJob("tasks must name at least one task")
+        self._seq += 1
+        deadline = now + (deadline_ms / 1000.0 if deadline_ms is not None else cls.deadline_s)
+        req = Request(
+            id=self._seq if req_id is None else req_id, tasks=tuple(tasks), pool=pool, priority=priority,
+            deadline=deadline, num_tokens=int(num_tokens), arrival=now, rank=cls.rank, seq=self._seq,
+        )
+        key = (pool, cls.rank, req.flow)
+        tag = policy.fair_tag(self._flow_tags.get(key, 0.0), self._virtual.get((pool, cls.rank), 0.0))
+        self._flow_tags[key] = tag
+        return replace(req, fair_tag=tag)
+
+    def admit(self, req: Request, now: float, replicas: int) -> Admission:
+        """Admission decision (pure function over the current queue view)."""
+        pool = self.pools[req.pool]
+        if not self.config.admission:
+            if replicas <= 0:
+                return Admission(False, f"no live replicas in pool {req.pool!r}", 1.0, float("inf"))
+            return Admission(True, "admission off", None, 0.0)
+        q = self.queues[req.pool]
+        n, t = q.ahead(req.rank)
+        view = QueueView(
+            now=now, replicas=replicas, ahead_requests=n, ahead_tokens=t,
+            inflight_batches=self.inflight[req.pool], class_queued=q.count_by_rank[req.rank],
+            class_max_queue=self.classes[req.priority].max_queue,
+        )
+        return admit(req.deadline, req.num_tokens, view, pool, self.models[req.pool].params,
+                     self.config.admission_margin)
+
+    def enqueue(self, req: Request) -> None:
+        self.queues[req.pool].push(req)
+
+    # ------------------------------------------------------------ dispatch
+
+    def expire(self, pool: str, now: float) -> list[Request]:
+        """Remove queued requests of `pool` whose deadline has passed (the caller resolves them)."""
+        return self.queues[pool].pop_expired(now)
+
+    def plan(self, pool: str, now: float, replicas: int) -> tuple[Dispatch | None, float | None]:
+        """One batch for `pool` if a replica slot is free and the policy says go; else when to look again."""
+        cfg = self.pools[pool]
+        if self.inflight[pool] >= replicas * cfg.inflight_per_replica:
+            return None, None
+        q = self.queues[pool]
+        if not len(q):
+            return None, None
+        snap = policy.Snapshot(now, tuple(q.top(WINDOW_BATCHES * cfg.max_batch_size, now)), len(q))
+        model = self.models[pool]
+        decision = policy.plan_batch(snap, cfg, model.predict)
+        if not decision.go:
+            return None, decision.wake_at
+        batch = []
+        for r in decision.batch:
+            q.remove(r.id)
+            batch.append(replace(r, status=Status.DISPATCHED))
+            vkey = (pool, r.rank)
+            if r.fair_tag > self._virtual.get(vkey, 0.0):
+                self._virtual[vkey] = r.fair_tag
+        self.inflight[pool] += 1
+        padded = policy.padded_tokens(batch)
+        self.batches += 1
+        self.batched_requests += len(batch)
+        return Dispatch(pool, tuple(batch), padded, model.predict(len(batch), padded)), None
+
+    def complete(self, d: Dispatch, service_s: float) -> None:
+        """A batch came back: learn its latency and free its slot (callers then `finish` each member)."""
+        self.inflight[d.pool] -= 1
+        self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s)
+
+    def fail(self, d: Dispatch) -> tuple[list[Request], list[Request]]:
+        """A batch failed: members with retries left go back at the front; returns (requeued, failed)."""
+        self.inflight[d.pool] -= 1
+        retry = [replace(r, retries=r.retries + 1, status=Status.QUEUED)
+                 for r in d.batch if r.retries < self.config.max_retries]
+        failed = [r for r in d.batch if r.retries >= self.config.max_retries]
+        if retry:
+            self.queues[d.pool].push_front(retry)
+        return retry, failed
+
+    def cancel_queued(self, req_id: int, pool: str) -> Request | None:
+        return self.queues[pool].remove(req_id)
+
+    # ------------------------------------------------------------ accounting
+
+    def finish(self, req: Request, status: Status, now: float) -> None:
+        """Count one terminal status (each request passes here exactly once)."""
+        self.counts[status.value] += 1
+        cc = self.class_counts[req.priority]
+        cc[status.value] += 1
+        if status is not Status.CANCELLED:
+            cc["submitted"] += 1
+            if status is Status.DONE and now <= req.deadline:
+                cc["met"] += 1
+
+    def queued_by_class(self) -> dict[str, int]:
+        out = {c: 0 for c in self.classes}
+        names = [c.name for c in self.config.classes]
+        for q in self.queues.values():
+            for rank, n in enumerate(q.count_by_rank):
+                out[names[rank]] += n
+        return out
+
+    def stats(self) -> dict:
+        classes = {}
+        for name, cc in self.class_counts.items():
+            sub = cc["submitted"]
+            classes[name] = {**dict(cc), "attainment": (cc["met"] / sub) if sub else None}
+        return {
+            "queued": self.queued_by_class(),
+            "inflight": dict(self.inflight),
+            "counts": dict(self.counts),
+            "classes": classes,
+            "batches": self.batches,
+            "mean_batch_size": self.batched_requests / self.batches if self.batches else 0.0,
+            "latency_model": {p: m.as_dict() for p, m in self.models.items()},
+        }

@@ -1,0 +1,168 @@
+"""The scheduling policy: pure functions over a frozen snapshot, with the clock passed in as `now`.
+
+Nothing here keeps state or reads a clock, so the actor, the simulator and the unit tests all drive
+exactly the same decisions. The mechanism (queues.py, core.py, actor.py) only moves requests.
+
+Ordering (`priority_edf`):
+  1. effective rank: the class rank, lowered by one for every `max_wait_s` the request has waited
+     (aging: a batch request that waited long enough competes with interactive ones);
+  2. earliest deadline first within an effective rank;
+  3. ties on deadline go round-robin over flows (tasks) by start tag, so a task that floods the queue
+     with equal deadlines cannot starve another task's requests;
+  4. arrival order.
+`fifo` is the baseline the tests compare against: arrival order only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from scheduler.config import PoolConfig, SchedulerConfig
+from scheduler.request import Request
+
+LatencyFn = Callable[[int, int], float]  # (batch_size, padded_tokens) -> seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the policy sees of one pool: the most urgent queued requests, in order, at time `now`.
+
+    `candidates` may be a prefix of the queue (the mechanism keeps the window bounded); `queued`
+    is how many requests the whole pool queue holds.
+    """
+
+    now: float
+    candidates: tuple[Request, ...]
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """The decision for one free replica slot: send `batch` now (go) or wait until `wake_at`."""
+
+    batch: tuple[Request, ...]
+    go: bool
+    wake_at: float | None
+    reason: str
+
+
+# ---------------------------------------------------------------- ordering
+
+
+def effective_rank(rank: int, waited_s: float, max_wait_s: float) -> int:
+    """Aging: one rank up per full `max_wait_s` waited, never above rank 0."""
+    if waited_s <= 0:
+        return rank
+    return max(0, rank - int(waited_s // max_wait_s))
+
+
+def order_key(req: Request, now: float, max_wait_by_rank: Sequence[float], policy: str = "priority_edf"):
+    """The sort key of a queued request at time `now` (smaller runs first)."""
+    if policy == "fifo":
+        return (0, req.arrival, req.seq)
+    eff = effective_rank(req.rank, now - req.arrival, max_wait_by_rank[req.rank])
+    return (eff, req.deadline, req.fair_tag, req.seq)
+
+
+def order(requests: Iterable[Request], now: float, config: SchedulerConfig) -> list[Request]:
+    """Reference ordering of a whole snapshot (the queues keep the same order incrementally)."""
+    waits = [c.max_wait_s for c in config.classes]
+    return sorted(requests, key=lambda r: order_key(r, now, waits, config.queue_policy))
+
+
+def fair_tag(flow_last_tag: float, virtual_time: float) -> float:
+    """Start-time fair queueing tag for a new request of a flow.
+
+    A flow that has been idle restarts at the pool's virtual time (the tag last dispatched), so it
+    neither jumps ahead of everyone nor queues behind a busy flow's backlog.
+    """
+    return max(flow_last_tag, virtual_time) + 1.0
+
+
+# ---------------------------------------------------------------- batching
+
+
+def padded_tokens(batch: Sequence[Request]) -> int:
+    """The cost of a batch: every member is padded to the longest one."""
+    if not batch:
+        return 0
+    return len(batch) * max(r.num_tokens for r in batch)
+
+
+def form_batch(candidates: Sequence[Request], pool: PoolConfig) -> tuple[Request, ...]:
+    """Take the most urgent request and add, in urgency order, those that fit the pool's limits.
+
+    Length grouping: a candidate joins only if the batch's longest/shortest ratio stays within
+    `pool.length_ratio`, so a long request does not make every short one pay its padding. The head
+    always runs, even alone over `max_batch_tokens` (otherwise it could never run at all).
+    """
+    if not candidates:
+        return ()
+    head = candidates[0]
+    batch = [head]
+    lo = hi = max(1, head.num_tokens)
+    for cand in candidates[1:]:
+        if len(batch) >= pool.max_batch_size:
+            break
+        t = max(1, cand.num_tokens)
+        new_lo, new_hi = min(lo, t), max(hi, t)
+        if new_hi > new_lo * pool.length_ratio:
+            continue
+        if (len(batch) + 1) * new_hi > pool.max_batch_tokens:
+            continue
+        batch.append(cand)
+        lo, hi = new_lo, new_hi
+    return tuple(batch)
+
+
+def batch_is_full(batch: Sequence[Request], pool: PoolConfig) -> bool:
+    """No further request (of the batch's current longest length) could join."""
+    if len(batch) >= pool.max_batch_size:
+        return True
+    longest = max(max(1, r.num_tokens) for r in batch)
+    return (len(batch) + 1) * longest > pool.max_batch_tokens
+
+
+def plan_batch(snapshot: Snapshot, pool: PoolConfig, latency: LatencyFn) -> BatchPlan:
+    """Decide what a free replica slot of `pool` does now.
+
+    Waiting for more requests only pays while it costs nobody their deadline: the batch goes when it
+    is full, when queued work is left over (an idle replica with work waiting is never useful), when
+    its oldest member has waited `batch_wait_s`, or when the most urgent member's slack (deadline
+    minus the predicted latency of a full batch) runs out. Otherwise it sleeps until the earliest of
+    those two times.
+    """
+    batch = form_batch(snapshot.candidates, pool)
+    if not batch:
+        return BatchPlan((), False, None, "empty")
+    if batch_is_full(batch, pool):
+        return BatchPlan(batch, True, None, "full")
+    if snapshot.queued > len(batch):
+        return BatchPlan(batch, True, None, "leftover")
+    now = snapshot.now
+    oldest = min(r.arrival for r in batch)
+    wait_until = oldest + pool.batch_wait_s
+    longest = max(max(1, r.num_tokens) for r in batch)
+    full_latency = latency(pool.max_batch_size, pool.max_batch_size * longest)
+    slack_until = min(r.deadline for r in batch) - full_latency
+    wake_at = min(wait_until, slack_until)
+    if now >= wake_at:
+        return BatchPlan(batch, True, None, "slack" if slack_until <= wait_until else "waited")
+    return BatchPlan(batch, False, wake_at, "filling")
+
+
+# ---------------------------------------------------------------- expiry
+
+
+def is_expired(req: Request, now: float) -> bool:
+    """A queued request whose deadline has passed is never run (504)."""
+    return req.deadline <= now
+
+
+def split_expired(requests: Iterable[Request], now: float) -> tuple[list[Request], list[Request]]:
+    """(alive, expired) at time `now`."""
+    alive: list[Request] = []
+    expired: list[Request] = []
+    for r in requests:
+        (expired if is_expired(r, now) else alive).append(r)
+    return alive, expired

@@ -1,0 +1,110 @@
+"""The values that flow through the scheduler: `Job` in, `Request` inside, `Outcome` out.
+
+All frozen: a status change makes a new `Request` (dataclasses.replace), so a snapshot handed to the
+policy can never change under it.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+@enum.unique
+class Status(enum.Enum):
+    """Lifecycle of a request, ordered: queued < dispatched < the terminal ones (done ... cancelled).
+
+    Values are the lowercase names, so they serialise to JSON/HTTP unchanged.
+    """
+
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    DONE = "done"
+    FAILED = "failed"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def order(self) -> int:
+        return _ORDER[self]
+
+    @property
+    def terminal(self) -> bool:
+        return _ORDER[self] >= _ORDER[Status.DONE]
+
+    def __lt__(self, other: "Status") -> bool:
+        if not isinstance(other, Status):
+            return NotImplemented
+        return _ORDER[self] < _ORDER[other]
+
+    def __le__(self, other: "Status") -> bool:
+        if not isinstance(other, Status):
+            return NotImplemented
+        return _ORDER[self] <= _ORDER[other]
+
+    def __gt__(self, other: "Status") -> bool:
+        if not isinstance(other, Status):
+            return NotImplemented
+        return _ORDER[self] > _ORDER[other]
+
+    def __ge__(self, other: "Status") -> bool:
+        if not isinstance(other, Status):
+            return NotImplemented
+        return _ORDER[self] >= _ORDER[other]
+
+
+_ORDER = {s: i for i, s in enumerate(Status)}
+TERMINAL = frozenset(s for s in Status if s.terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A queued unit of work. `deadline` and `arrival` are absolute seconds on the scheduler clock.
+
+    `seq` is the arrival order (unique per scheduler), `fair_tag` the start tag that round-robins
+    tasks sharing a deadline (see policy.fair_tag); `rank` is the class rank, cached for ordering.
+    """
+
+    id: int
+    tasks: tuple[str, ...]
+    pool: str
+    priority: str
+    deadline: float
+    num_tokens: int
+    arrival: float
+    retries: int = 0
+    status: Status = Status.QUEUED
+    rank: int = 0
+    seq: int = 0
+    fair_tag: float = 0.0
+
+    @property
+    def flow(self) -> str:
+        """The fairness flow: the task set, so one task's flood cannot starve another's requests."""
+        return self.tasks[0] if len(self.tasks) == 1 else "+".join(sorted(self.tasks))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a caller submits (pinned in docs/CONTRACTS.md). deadline_ms None → the class default."""
+
+    tasks: tuple[str, ...]
+    pool: str
+    priority: str
+    deadline_ms: float | None
+    num_tokens: int
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `submit` returns; never raised. refused → 429 + Retry-After, expired → 504, failed → 503."""
+
+    status: Status
+    result: Any | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    queue_s: float = 0.0
+    service_s: float = 0.0
+    batch_size: int = 0

@@ -1,0 +1,91 @@
+"""Admission control, the online latency model, config validation and request states."""
+import pytest
+from pydantic import ValidationError
+
+from scheduler.admission import QueueView, admit
+from scheduler.config import LatencyPrior, PoolConfig, SchedulerConfig
+from scheduler.core import InvalidJob, SchedulerCore
+from scheduler.latency import LatencyModel, LatencyParams
+from scheduler.request import TERMINAL, Status
+
+POOL = PoolConfig(name="encoder", max_batch_size=8, max_batch_tokens=4096)
+PARAMS = LatencyParams(a_s=0.05, b_s=0.01, c_s=0.0)  # full batch of 8: 130 ms
+
+
+def view(ahead=0, replicas=2, inflight=0, class_queued=0, max_queue=100):
+    return QueueView(now=0.0, replicas=replicas, ahead_requests=ahead, ahead_tokens=ahead * 10,
+                     inflight_batches=inflight, class_queued=class_queued, class_max_queue=max_queue)
+
+
+def test_admits_when_deadline_is_reachable():
+    a = admit(1.0, 10, view(ahead=8), POOL, PARAMS)
+    assert a.accepted and 0.06 < a.predicted_s < 1.0
+
+
+def test_refuses_when_predicted_completion_misses_deadline():
+    # 160 requests ahead on 2 replicas: 20 batches · 130 ms / 2 = 1.3 s > 1 s
+    a = admit(1.0, 10, view(ahead=160), POOL, PARAMS)
+    assert not a.accepted and "deadline" in a.reason
+    assert a.retry_after_s and a.retry_after_s > 0.3
+    # more replicas make the same queue admissible
+    assert admit(1.0, 10, view(ahead=160, replicas=8), POOL, PARAMS).accepted
+
+
+def test_refuses_when_class_queue_is_full():
+    a = admit(100.0, 10, view(class_queued=100, max_queue=100), POOL, PARAMS)
+    assert not a.accepted and "queue full" in a.reason and a.retry_after_s > 0
+
+
+def test_refuses_without_replicas():
+    assert not admit(100.0, 10, view(replicas=0), POOL, PARAMS).accepted
+
+
+def test_core_admission_counts_only_work_ahead():
+    cfg = SchedulerConfig(pools=[PoolConfig(name="encoder", max_batch_size=8,
+                                            prior=LatencyPrior(a_s=0.05, b_s=0.01, c_s=0.0))])
+    core = SchedulerCore(cfg)
+    for _ in range(400):  # a big batch backlog
+        core.enqueue(core.new_request(("t",), "encoder", "batch", None, 10, now=0.0))
+    inter = core.new_request(("t",), "encoder", "interactive", 500, 10, now=0.0)
+    assert core.admit(inter, now=0.0, replicas=2).accepted  # batch work is not ahead of it
+    std = core.new_request(("t",), "encoder", "batch", 500, 10, now=0.0)
+    assert not core.admit(std, now=0.0, replicas=2).accepted
+
+
+def test_latency_model_prior_then_fit():
+    pool = PoolConfig(name="encoder", max_batch_size=32, max_batch_tokens=8192)
+    m = LatencyModel(LatencyPrior(a_s=0.01, b_s=0.001, c_s=0.0), pool, window=100)
+    assert m.predict(10, 100) == pytest.approx(0.02)
+    for n in [1, 4, 8, 16, 32] * 40:  # true: 50 ms + 5 ms/item + 10 us/token
+        m.observe(n, n * 20, 0.05 + 0.005 * n + 0.00001 * n * 20)
+    assert m.predict(16, 320) == pytest.approx(0.05 + 0.08 + 0.0032, rel=0.05)
+    assert m.observations == 200
+
+
+def test_config_errors_name_the_value():
+    with pytest.raises(ValidationError, match="duplicate class name 'x'"):
+        SchedulerConfig(classes=[dict(name="x", rank=0, deadline_s=1, max_queue=1, max_wait_s=1),
+                                 dict(name="x", rank=1, deadline_s=1, max_queue=1, max_wait_s=1)])
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        SchedulerConfig(pools=[dict(name="encoder", max_batch_size=0)])
+    with pytest.raises(ValidationError, match="max_retries"):
+        SchedulerConfig(max_retries=5)
+    with pytest.raises(ValidationError, match=r"without gaps, got \[0, 2\]"):
+        SchedulerConfig(classes=[dict(name="a", rank=0, deadline_s=1, max_queue=1, max_wait_s=1),
+                                 dict(name="b", rank=2, deadline_s=1, max_queue=1, max_wait_s=1)])
+    assert [c.name for c in SchedulerConfig().classes] == ["interactive", "standard", "batch"]
+
+
+def test_invalid_jobs_name_the_value():
+    core = SchedulerCore(SchedulerConfig())
+    with pytest.raises(InvalidJob, match="unknown priority 'urgent'; known: interactive"):
+        core.new_request(("t",), "encoder", "urgent", None, 1, now=0.0)
+    with pytest.raises(InvalidJob, match="unknown pool 'gpu'"):
+        core.new_request(("t",), "gpu", "batch", None, 1, now=0.0)
+
+
+def test_status_order_and_terminals():
+    assert Status.QUEUED < Status.DISPATCHED < Status.DONE
+    assert all(Status.DISPATCHED < s for s in TERMINAL)
+    assert {s.value for s in TERMINAL} == {"done", "failed", "refused", "expired", "cancelled"}
+    assert not Status.QUEUED.terminal and Status.EXPIRED.terminal
