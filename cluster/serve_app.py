@@ -42,13 +42,13 @@ class Scheduler:
     def __init__(self, scheduler_config: dict, encoder: Any, generator: Any | None = None):
         from scheduler.actor import SchedulerActor  # noqa: PLC0415
         from scheduler.config import load_scheduler_config  # noqa: PLC0415
-        from scheduler.pools import pool_from_handle  # noqa: PLC0415
+        from scheduler.pools import as_pool  # noqa: PLC0415
 
         config = load_scheduler_config(scheduler_config)
         self.handles = {"encoder": encoder}
         if generator is not None:
             self.handles["generator"] = generator
-        pools = {name: pool_from_handle(name, handle) for name, handle in self.handles.items()}
+        pools = {name: as_pool(handle) for name, handle in self.handles.items()}
         self.actor = SchedulerActor(config, pools)
 
     async def submit(self, job):
@@ -85,15 +85,10 @@ class Gateway:
 
     def __serve_build_asgi_app__(self):
         from cluster.gateway import build_gateway_app  # noqa: PLC0415
+        from cluster.http_schemas import GatewaySettings  # noqa: PLC0415
 
-        return build_gateway_app(self.backend, self._gateway_settings())
-
-    def _gateway_settings(self):
-        from cluster import gateway  # noqa: PLC0415
-
-        data = {"bundle_path": self.bundle_path, **self.settings}
-        settings_cls = getattr(gateway, "GatewaySettings", None)
-        return settings_cls(**data) if settings_cls is not None else data
+        settings = GatewaySettings.from_env(bundle_path=self.bundle_path, **self.settings)
+        return build_gateway_app(self.backend, settings)
 
 
 def _bundle_path(config: ServeConfig) -> str:
@@ -103,6 +98,21 @@ def _bundle_path(config: ServeConfig) -> str:
     if not path.is_dir():
         raise ServeConfigError(f"bundle: {str(path)!r} is not a directory (train one with `mtc train`)")
     return str(path)
+
+
+def _gateway_settings(config: ServeConfig) -> dict:
+    """Gateway settings that must agree with the rest of the config: the priority classes the
+    scheduler knows (most urgent first) and whether the OpenAI routes have a generator behind them."""
+    from scheduler.config import load_scheduler_config  # noqa: PLC0415 - pure, no Ray
+
+    scheduler_config = load_scheduler_config(config.scheduler.config)
+    classes = [c.name for c in scheduler_config.classes]
+    settings = {"priority_classes": classes, **config.gateway.settings}
+    if "default_priority" not in settings and "standard" not in settings["priority_classes"]:
+        settings["default_priority"] = settings["priority_classes"][0]
+    if config.generator.enabled:
+        settings.setdefault("generator_model", config.generator.model_path or "SmolLM2-135M-Instruct")
+    return settings
 
 
 def build_application(config: ServeConfig, *, encoder: Any | None = None) -> Application:
@@ -115,11 +125,12 @@ def build_application(config: ServeConfig, *, encoder: Any | None = None) -> App
         from cluster.generator_replica import generator_deployment  # noqa: PLC0415
 
         generator = generator_deployment(config)
+    settings = _gateway_settings(config)
     scheduler = Scheduler.options(**config.scheduler.deployment_options()).bind(
         config.scheduler.config, encoder, generator
     )
     return Gateway.options(**config.gateway.deployment_options()).bind(
-        scheduler, bundle_path, config.gateway.settings, generator
+        scheduler, bundle_path, settings, generator
     )
 
 
