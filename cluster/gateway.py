@@ -1,0 +1,219 @@
+"""The HTTP gateway: a FastAPI app over a `Backend` (no Ray import here).
+
+`build_gateway_app(backend, settings, bundle=None)` is what the Serve ingress deployment wraps
+(`serve.ingress(builder)`), what `uvicorn` runs in the e2e tests, and what unit tests drive through
+an ASGI transport. Routes:
+- native JSON: POST /v1/predict, GET /v1/tasks, GET /v1/stats, GET /healthz (+ /docs, /openapi.json)
+- Open Inference Protocol V2: /v2, /v2/health/{live,ready}, /v2/models/{task}[/ready|/infer]
+- OpenAI-compatible (when `settings.generator_model` is set): cluster.openai_api's router.
+Every error is `{"error": "..."}` (cluster.http_errors).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from cluster.backend import Backend
+from cluster.gateway_edge import Edge, elapsed_ms
+from cluster.http_errors import ApiError, error_response, install_error_handlers
+from cluster.http_schemas import (
+    ERROR_RESPONSES,
+    GatewaySettings,
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    TaskInfo,
+    TasksResponse,
+    Timing,
+)
+from cluster.v2_routes import make_v2_router
+
+log = logging.getLogger("mtc.gateway")
+
+# Probes and docs stay open so orchestrators and humans can reach them without a key.
+OPEN_PATHS = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready", "/docs", "/redoc",
+                        "/openapi.json", "/docs/oauth2-redirect"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class EdgeGuard:
+    """Pure ASGI middleware, outermost: API keys, body-size limit, and a last-resort catch-all.
+
+    The body is read here (up to the limit) and replayed, so an oversized upload is cut off with
+    413 after `max_body_bytes` instead of being buffered whole by the route.
+    """
+
+    def __init__(self, app: Any, settings: GatewaySettings):
+        self.app = app
+        self.settings = settings
+        self.keys = [k.encode() for k in settings.api_keys]
+
+    def _authorized(self, scope: dict) -> bool:
+        if not self.keys or scope.get("path", "") in OPEN_PATHS:
+            return True
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        return any(hmac.compare_digest(token.strip(), key) for key in self.keys)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self._authorized(scope):
+            await error_response(
+                401, "missing or invalid API key; send the header 'Authorization: Bearer <key>'",
+                {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        if scope.get("method") in _BODY_METHODS:
+            limit = self.settings.max_body_bytes
+            too_big = error_response(413, f"request body exceeds the limit of {limit} bytes; "
+                                          "send fewer or shorter texts per request")
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                await too_big(scope, receive, send)
+                return
+            chunks, size = [], 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    await too_big(scope, receive, send)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            receive = _replay(b"".join(chunks), receive)
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # the route handlers should never get here; if they do, answer cleanly
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await error_response(500, "internal error; the server log has details")(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replayed() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for disconnect, as the server would
+
+    return replayed
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for backend stats (numpy numbers, enums, dataclasses' odd members)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None, *,
+                      bundle: Any | None = None) -> FastAPI:
+    """The gateway app. `bundle`: a loaded `mtl.bundle.Bundle` (weights not needed); when None it
+    is loaded from `settings.bundle_path` with `weights=False` (tokenizer and task specs only)."""
+    settings = settings or GatewaySettings.from_env()
+    if bundle is None:
+        if not settings.bundle_path:
+            raise ValueError("build_gateway_app needs a bundle or settings.bundle_path")
+        from mtl.bundle import load_bundle
+
+        bundle = load_bundle(settings.bundle_path, weights=False)
+    edge = Edge(bundle, backend, settings)
+
+    app = FastAPI(
+        title="mtc multi-task cluster",
+        version="0.1.0",
+        description="One shared encoder, many task heads, a priority/deadline scheduler. "
+                    "Native JSON under /v1, Open Inference Protocol under /v2.",
+        responses={k: v for k, v in ERROR_RESPONSES.items() if k in (401, 413, 422)},
+    )
+    install_error_handlers(app)
+    app.add_middleware(EdgeGuard, settings=settings)
+    app.state.edge = edge
+
+    @app.post("/v1/predict", response_model=PredictResponse, tags=["native"],
+              responses=ERROR_RESPONSES, summary="Run tasks on one text or a list of texts")
+    async def predict(body: PredictRequest) -> PredictResponse:
+        started = time.monotonic()
+        texts = body.text_list()
+        edge.check_texts(texts)
+        tasks = edge.resolve_tasks(body.tasks)
+        priority = edge.resolve_priority(body.priority)
+        result = await edge.run(texts, tasks, priority, body.deadline_ms)
+        timing = Timing(queue_ms=round(result.queue_ms, 3), service_ms=round(result.service_ms, 3),
+                        total_ms=round(elapsed_ms(started), 3))
+        return PredictResponse(results=result.results, timing=timing, model=settings.model_name)
+
+    @app.get("/v1/tasks", response_model=TasksResponse, tags=["native"], summary="The tasks served")
+    async def tasks() -> TasksResponse:
+        infos = []
+        for name, spec in bundle.tasks.items():
+            kind = spec.type.value if hasattr(spec.type, "value") else str(spec.type)
+            labels = list(bundle.labels(name)) if kind in ("classification", "multilabel",
+                                                           "token_classification") else None
+            infos.append(TaskInfo(name=name, type=kind, labels=labels, max_length=spec.max_length))
+        return TasksResponse(tasks=infos, model=settings.model_name)
+
+    @app.get("/v1/stats", tags=["native"], summary="Scheduler and replica statistics")
+    async def stats() -> JSONResponse:
+        try:
+            data = await backend.stats()
+        except Exception as err:
+            raise ApiError(503, f"statistics are unavailable ({type(err).__name__}); retry shortly") from None
+        return JSONResponse(json.loads(json.dumps(data, default=_plain)))
+
+    @app.get("/healthz", response_model=HealthResponse, tags=["native"],
+             responses={503: {"model": HealthResponse, "description": "Not ready"}})
+    async def healthz() -> JSONResponse:
+        try:
+            ok = bool(await backend.ready())
+        except Exception:
+            ok = False
+        return JSONResponse({"status": "ok" if ok else "not ready", "ready": ok},
+                            status_code=200 if ok else 503)
+
+    app.include_router(make_v2_router(edge))
+    _mount_openai(app, backend, settings, list(bundle.tasks))
+    return app
+
+
+def _mount_openai(app: FastAPI, backend: Backend, settings: GatewaySettings, tasks: list[str]) -> None:
+    if not settings.generator_model:
+        return
+    try:
+        from cluster.openai_api import make_openai_router
+    except ImportError as err:
+        log.warning("generator configured but the OpenAI routes are unavailable: %s", err)
+        return
+    known = list(dict.fromkeys([*settings.generative_tasks]))
+    app.include_router(make_openai_router(backend.submit, backend.stream, settings.generator_model, known))

@@ -1,0 +1,164 @@
+"""The gateway's edge work, shared by the native and the V2 routes (no HTTP framework here).
+
+Validate against the configured limits, tokenize once per text, submit one encoder `Job` per
+text (all texts of a request concurrently), and turn the raw head outputs back into labels and
+spans with `Bundle.postprocess`. Failures become `ApiError`s with the status DESIGN.md assigns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from anyio import to_thread
+
+from cluster.http_errors import ApiError, retry_after_header
+from cluster.http_schemas import GatewaySettings
+from scheduler.request import Job, Outcome, Status
+
+log = logging.getLogger("mtc.gateway")
+
+# Tokenizing this many characters or more goes to a worker thread so the event loop stays free.
+_INLINE_TOKENIZE_CHARS = 4_000
+
+
+@dataclass(frozen=True)
+class EdgeResult:
+    results: list[dict[str, dict]]  # per text: task -> post-processed result
+    raw: list[dict[str, np.ndarray]]  # per text: task -> raw head output (V2 tensors need these)
+    queue_ms: float
+    service_ms: float
+
+
+class Edge:
+    def __init__(self, bundle: Any, backend: Any, settings: GatewaySettings):
+        self.bundle = bundle
+        self.backend = backend
+        self.settings = settings
+        self.task_names: list[str] = list(bundle.tasks)
+        self.embedding_dim = _hidden_size(bundle)
+
+    # ------------------------------------------------------------ validation
+
+    def resolve_tasks(self, tasks: list[str] | None) -> list[str]:
+        if tasks is None:
+            return list(self.task_names)
+        if not tasks:
+            raise ApiError(422, f"'tasks' is empty; name one or more of {self.task_names} or omit it for all")
+        unknown = [t for t in tasks if t not in self.bundle.tasks]
+        if unknown:
+            raise ApiError(404, f"unknown task(s) {unknown}; known tasks: {self.task_names}")
+        return list(dict.fromkeys(tasks))  # de-duplicated, order kept
+
+    def check_task(self, task: str) -> None:
+        if task not in self.bundle.tasks:
+            raise ApiError(404, f"unknown model '{task}'; known models (tasks): {self.task_names}")
+
+    def resolve_priority(self, priority: str | None) -> str:
+        if priority is None:
+            return self.settings.default_priority
+        if priority not in self.settings.priority_classes:
+            raise ApiError(
+                422, f"unknown priority '{priority}'; use one of {list(self.settings.priority_classes)}"
+            )
+        return priority
+
+    def check_texts(self, texts: list[str], field: str = "texts") -> None:
+        s = self.settings
+        if not texts:
+            raise ApiError(422, f"'{field}' is empty; send at least one text")
+        if len(texts) > s.max_texts_per_request:
+            raise ApiError(
+                413, f"{len(texts)} texts in one request; the limit is {s.max_texts_per_request}: split it"
+            )
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise ApiError(422, f"'{field}[{i}]' is empty or whitespace; send non-empty text")
+            if len(text) > s.max_text_chars:
+                raise ApiError(
+                    413, f"'{field}[{i}]' has {len(text)} characters; the limit is {s.max_text_chars}"
+                )
+
+    # ------------------------------------------------------------ the request path
+
+    async def run(self, texts: list[str], tasks: list[str], priority: str,
+                  deadline_ms: float | None) -> EdgeResult:
+        per_text = [tasks] * len(texts)
+        if sum(len(t) for t in texts) >= _INLINE_TOKENIZE_CHARS:
+            encs = await to_thread.run_sync(self.bundle.tokenize, texts, per_text)
+        else:
+            encs = self.bundle.tokenize(texts, per_text)
+        jobs = [
+            Job(tasks=tuple(tasks), pool=self.settings.encoder_pool, priority=priority,
+                deadline_ms=deadline_ms, num_tokens=enc.num_tokens,
+                payload={"input_ids": list(enc.input_ids), "tasks": list(tasks)})
+            for enc in encs
+        ]
+        try:
+            outcomes = await asyncio.gather(*(self.backend.submit(job) for job in jobs))
+        except ApiError:
+            raise
+        except Exception as err:  # the scheduler or a replica is unreachable: not the client's fault
+            log.warning("backend submit failed: %s: %s", type(err).__name__, err)
+            raise ApiError(503, f"the model backend is unavailable ({type(err).__name__}); retry shortly",
+                           {"Retry-After": "1"}) from None
+        raise_for_outcomes(outcomes)
+        raws, results = [], []
+        for text, enc, outcome in zip(texts, encs, outcomes):
+            raw = {t: np.asarray(outcome.result[t]) for t in tasks}
+            raws.append(raw)
+            results.append({t: self.bundle.postprocess(t, raw[t], enc, text) for t in tasks})
+        return EdgeResult(
+            results=results,
+            raw=raws,
+            queue_ms=1000.0 * max(o.queue_s for o in outcomes),
+            service_ms=1000.0 * max(o.service_s for o in outcomes),
+        )
+
+
+def raise_for_outcomes(outcomes: list[Outcome]) -> None:
+    """A request succeeds only if every text did. Refusal wins (the client may retry it all
+    after Retry-After), then expiry (504), then failure (503)."""
+    bad = [o for o in outcomes if o.status is not Status.DONE]
+    if not bad:
+        for o in outcomes:
+            if not isinstance(o.result, dict):
+                raise ApiError(503, "the model backend returned no result; retry shortly")
+        return
+    refused = [o for o in bad if o.status is Status.REFUSED]
+    if refused:
+        wait = max((o.retry_after_s for o in refused if o.retry_after_s is not None), default=None)
+        reason = refused[0].error or "the queue is full or the deadline cannot be met"
+        raise ApiError(429, f"refused by admission control ({reason}); retry after the Retry-After "
+                            "seconds, or use a lower priority or a longer deadline",
+                       retry_after_header(wait))
+    expired = [o for o in bad if o.status is Status.EXPIRED]
+    if expired:
+        raise ApiError(504, f"deadline passed before the work finished ({expired[0].error or 'expired'}); "
+                            "give a longer deadline_ms or retry")
+    o = bad[0]
+    raise ApiError(503, f"inference {o.status.value}: {o.error or 'replica failure'}; retry shortly",
+                   {"Retry-After": "1"})
+
+
+def _hidden_size(bundle: Any) -> int | None:
+    """The embedding width, from the encoder's config.json in the bundle (weights not needed)."""
+    model = getattr(bundle, "model", None)
+    size = getattr(getattr(getattr(model, "encoder", None), "config", None), "hidden_size", None)
+    if isinstance(size, int):
+        return size
+    path = getattr(bundle, "path", None)
+    try:
+        return int(json.loads((Path(path) / "config.json").read_text())["hidden_size"])
+    except Exception:  # no path or no config: the V2 metadata then says -1 (unknown)
+        return None
+
+
+def elapsed_ms(start: float) -> float:
+    return 1000.0 * (time.monotonic() - start)

@@ -1,0 +1,115 @@
+"""HTTP errors for the gateway: one JSON shape, `{"error": "<what went wrong and how to fix it>"}`.
+
+That shape is what the Open Inference Protocol (V2) requires of its errors, so native and V2
+routes share it and a client needs one parser. Every failure path ends here:
+- `ApiError` raised by a route (status, message, optional headers such as Retry-After);
+- FastAPI's request validation (malformed JSON -> 400, wrong fields/types -> 422, naming the field);
+- Starlette's HTTP errors (unknown route 404, wrong method 405);
+- anything else: logged with a request id and answered 500 with that id, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("mtc.gateway")
+
+
+class ApiError(Exception):
+    """An error answer: `status` and a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def retry_after_header(retry_after_s: float | None) -> dict[str, str]:
+    """Retry-After takes whole seconds (RFC 9110); round up so a client never retries too early."""
+    if retry_after_s is None or not math.isfinite(retry_after_s):
+        return {"Retry-After": "1"}
+    return {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where, parts = parts[0], parts[1:]
+    else:
+        where = "body"
+    # pydantic names union members in the path (e.g. `texts.str`); they are noise to a client
+    parts = [p for p in parts if p not in ("str", "list[str]", "function-after[...]")]
+    return ".".join(parts) if parts else where
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def format_validation_error(exc: RequestValidationError) -> tuple[int, str]:
+    errors = list(exc.errors())
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            ctx = e.get("ctx") or {}
+            return 400, f"request body is not valid JSON ({ctx.get('error', 'parse error')}); send a JSON object"
+    problems = []
+    seen = set()
+    for e in errors:
+        loc = _loc(tuple(e.get("loc", ())))
+        if loc in seen:  # a union reports each member's failure; one line per field is enough
+            continue
+        seen.add(loc)
+        msg = e.get("msg", "invalid value")
+        if e.get("type") == "missing":
+            problems.append(f"'{loc}' is required")
+        elif e.get("type") == "extra_forbidden":
+            problems.append(f"'{loc}' is not a known field")
+        elif "input" in e and e.get("type") != "model_attributes_type":
+            problems.append(f"'{loc}': {msg} (got {_short(e['input'])})")
+        else:
+            problems.append(f"'{loc}': {msg}")
+    return 422, "invalid request: " + "; ".join(problems[:5])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = format_validation_error(exc)
+        return error_response(status, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = (
+                f"no route {request.method} {request.url.path}; see /docs for the API "
+                "(/v1/predict, /v1/tasks, /v2/models/{task}/infer, ...)"
+            )
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+        return error_response(500, f"internal error (incident {incident}); the server log has details")

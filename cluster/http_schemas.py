@@ -1,0 +1,145 @@
+"""Pydantic models of the gateway: its settings and the native JSON API's bodies.
+
+Limits that depend on settings (text length, texts per request, known priorities, known tasks)
+are checked by the gateway after parsing, so that they answer 413/404 with the configured values;
+the models here only pin shapes and types (422 when they do not hold).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_PRIORITY_CLASSES = ("interactive", "standard", "batch")
+
+
+class GatewaySettings(BaseModel):
+    """How the gateway behaves. Built by the Serve app from its config (or by tests)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bundle_path: str | None = None  # loaded with weights=False when no bundle object is passed
+    model_name: str = "mtc"  # reported as `model` in answers and as the V2 platform's owner
+    # Empty: no auth; else `Authorization: Bearer <key>` is required. Defaults to the
+    # comma-separated `MTC_API_KEYS` environment variable: keys belong in the environment or a
+    # secret store, not in a YAML file.
+    api_keys: tuple[str, ...] = Field(default_factory=lambda: _env_api_keys())
+    max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    max_text_chars: Annotated[int, Field(gt=0)] = 20_000
+    max_texts_per_request: Annotated[int, Field(gt=0)] = 64
+    # Ordered most urgent first (scheduler rank order); V2 integer priority 1 maps to the first.
+    priority_classes: tuple[str, ...] = DEFAULT_PRIORITY_CLASSES
+    default_priority: str = "standard"
+    encoder_pool: str = "encoder"
+    # Generation (OpenAI-compatible routes): mounted when a generator pool exists.
+    generator_model: str | None = None
+    generative_tasks: tuple[str, ...] = ("summarize", "answer", "chat")
+
+    @field_validator("priority_classes")
+    @classmethod
+    def _classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"priority_classes must be non-empty and unique, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _default_known(self) -> "GatewaySettings":
+        if self.default_priority not in self.priority_classes:
+            raise ValueError(
+                f"default_priority '{self.default_priority}' is not one of {list(self.priority_classes)}"
+            )
+        return self
+
+    @classmethod
+    def from_env(cls, **values: Any) -> "GatewaySettings":
+        """`values` from config; API keys from `MTC_API_KEYS` when the config names none."""
+        if not values.get("api_keys"):
+            values = {k: v for k, v in values.items() if k != "api_keys"}
+        return cls(**values)
+
+
+def _env_api_keys() -> tuple[str, ...]:
+    env = os.environ.get("MTC_API_KEYS", "")
+    return tuple(k.strip() for k in env.split(",") if k.strip())
+
+
+# ---------------------------------------------------------------- native API bodies
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"texts": ["Shares rose after the results.", "Apple opens a store in Paris"],
+                 "tasks": ["topic", "entities"], "priority": "interactive", "deadline_ms": 2000}
+            ]
+        },
+    )
+
+    texts: str | list[str] = Field(description="One text or a list of texts (each non-empty).")
+    tasks: list[str] | None = Field(
+        default=None, description="Task names (see GET /v1/tasks); default: every task."
+    )
+    priority: str | None = Field(
+        default=None, description="Priority class, e.g. interactive, standard, batch."
+    )
+    deadline_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Time budget from arrival, in milliseconds; default: the class's."
+    )
+
+    def text_list(self) -> list[str]:
+        return [self.texts] if isinstance(self.texts, str) else list(self.texts)
+
+
+class Timing(BaseModel):
+    queue_ms: float = Field(description="Longest time any text of the request waited in a queue.")
+    service_ms: float = Field(description="Longest batch execution time among the texts.")
+    total_ms: float = Field(description="Time from arrival at the gateway to the answer.")
+
+
+class PredictResponse(BaseModel):
+    results: list[dict[str, dict[str, Any]]] = Field(
+        description="One entry per text, in order: task name -> that task's result."
+    )
+    timing: Timing
+    model: str
+
+
+class TaskInfo(BaseModel):
+    name: str
+    type: str
+    labels: list[str] | None
+    max_length: int
+
+
+class TasksResponse(BaseModel):
+    tasks: list[TaskInfo]
+    model: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    ready: bool
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong and how to fix it.")
+
+
+# Declared on every route so the OpenAPI document lists the error answers a client must handle.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": desc}
+    for code, desc in {
+        400: "Malformed request (e.g. not JSON)",
+        401: "Missing or wrong API key",
+        404: "Unknown task or route",
+        413: "Body, text or batch too large",
+        422: "Invalid field",
+        429: "Refused by admission control; see Retry-After",
+        503: "Not ready or a replica failed",
+        504: "Deadline passed before the work finished",
+    }.items()
+}

@@ -1,0 +1,131 @@
+"""Native JSON routes over the real in-process backend: answers equal `Bundle.predict`, jobs are
+one per text with the contract's payload, priorities and deadlines reach the Job."""
+
+import numpy as np
+import pytest
+from test_gateway_support import (  # noqa: F401  (fixtures)
+    TASKS,
+    TEXTS,
+    ScriptedBackend,
+    client_for,
+    heavy_bundle,
+    in_process,
+    random_bundle_path,
+)
+
+
+def _assert_same(got: dict, want: dict):
+    """Labels equal; probabilities close (atol 1e-4)."""
+    assert set(got) == set(want)
+    for task, w in want.items():
+        g = got[task]
+        assert set(g) == set(w), task
+        for key, value in w.items():
+            if key in ("label", "labels"):
+                assert g[key] == value
+            elif key == "entities":
+                assert [(e["type"], e["start"], e["end"], e["text"]) for e in g[key]] == \
+                       [(e["type"], e["start"], e["end"], e["text"]) for e in value]
+                np.testing.assert_allclose([e["score"] for e in g[key]], [e["score"] for e in value], atol=1e-4)
+            elif key == "scores":
+                assert list(g[key]) == list(value)
+                np.testing.assert_allclose(list(g[key].values()), list(value.values()), atol=1e-4)
+            else:
+                np.testing.assert_allclose(g[key], value, atol=1e-4)
+
+
+def test_predict_matches_in_process_model(heavy_bundle, random_bundle_path):
+    c = in_process(heavy_bundle, random_bundle_path)
+    r = c.post("/v1/predict", json={"texts": TEXTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = heavy_bundle.predict(TEXTS)
+    assert len(body["results"]) == 2
+    for got, exp in zip(body["results"], want):
+        _assert_same(got, exp)
+    assert body["model"] == "mtc"
+    assert set(body["timing"]) == {"queue_ms", "service_ms", "total_ms"}
+    assert body["timing"]["total_ms"] >= body["timing"]["service_ms"] >= 0
+
+
+def test_single_text_and_task_subset(heavy_bundle, random_bundle_path):
+    c = in_process(heavy_bundle, random_bundle_path)
+    r = c.post("/v1/predict", json={"texts": TEXTS[1], "tasks": ["entities", "topic"]})
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert len(res) == 1 and set(res[0]) == {"entities", "topic"}
+    _assert_same(res[0], heavy_bundle.predict([TEXTS[1]], ["entities", "topic"])[0])
+    for ent in res[0]["entities"]["entities"]:
+        assert TEXTS[1][ent["start"]:ent["end"]] == ent["text"]
+
+
+def test_one_job_per_text_with_contract_payload(random_bundle_path):
+    backend = ScriptedBackend()
+    c = client_for(random_bundle_path, backend)
+    r = c.post("/v1/predict", json={"texts": TEXTS, "tasks": ["topic", "score"],
+                                    "priority": "interactive", "deadline_ms": 250})
+    assert r.status_code == 200, r.text
+    assert len(backend.jobs) == 2
+    for job in backend.jobs:
+        assert job.pool == "encoder" and job.priority == "interactive" and job.deadline_ms == 250
+        assert job.tasks == ("topic", "score")
+        assert set(job.payload) == {"input_ids", "tasks"} and job.payload["tasks"] == ["topic", "score"]
+        assert job.num_tokens == len(job.payload["input_ids"]) > 2
+        assert all(isinstance(i, int) for i in job.payload["input_ids"])
+
+
+def test_default_priority_and_all_tasks(random_bundle_path):
+    backend = ScriptedBackend()
+    c = client_for(random_bundle_path, backend, default_priority="batch")
+    assert c.post("/v1/predict", json={"texts": "hello"}).status_code == 200
+    (job,) = backend.jobs
+    assert job.priority == "batch" and job.deadline_ms is None and set(job.tasks) == set(TASKS)
+
+
+def test_tasks_stats_health_docs(random_bundle_path):
+    c = client_for(random_bundle_path, ScriptedBackend())
+    tasks = {t["name"]: t for t in c.get("/v1/tasks").json()["tasks"]}
+    assert set(tasks) == set(TASKS)
+    assert tasks["topic"] == {"name": "topic", "type": "classification",
+                              "labels": ["business", "sport", "tech"], "max_length": 128}
+    assert tasks["entities"]["labels"][0] == "O" and tasks["score"]["labels"] is None
+    stats = c.get("/v1/stats")
+    assert stats.status_code == 200 and stats.json() == {"jobs": 0, "np": 1.5, "status": "done"}
+    assert c.get("/healthz").json() == {"status": "ok", "ready": True}
+    assert c.get("/docs").status_code == 200
+    spec = c.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/tasks", "/v2/models/{task}/infer"} <= set(spec["paths"])
+
+
+def test_not_ready_is_503(random_bundle_path):
+    c = client_for(random_bundle_path, ScriptedBackend(ready=False))
+    r = c.get("/healthz")
+    assert r.status_code == 503 and r.json()["ready"] is False
+    assert c.get("/v2/health/ready").status_code == 503
+    assert c.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.parametrize("header,status", [(None, 401), ("Bearer wrong", 401), ("Basic s3cret", 401),
+                                           ("Bearer s3cret", 200), ("bearer other", 200)])
+def test_api_keys(random_bundle_path, header, status):
+    c = client_for(random_bundle_path, ScriptedBackend(), api_keys=("s3cret", "other"))
+    headers = {"Authorization": header} if header else {}
+    r = c.post("/v1/predict", json={"texts": "hi"}, headers=headers)
+    assert r.status_code == status, r.text
+    if status == 401:
+        assert "Authorization: Bearer" in r.json()["error"]
+        assert r.headers["www-authenticate"] == "Bearer"
+    # probes stay open
+    assert c.get("/healthz").status_code == 200
+
+
+def test_api_keys_from_environment(random_bundle_path, monkeypatch):
+    from cluster.http_schemas import GatewaySettings
+
+    monkeypatch.setenv("MTC_API_KEYS", "k1, k2")
+    assert GatewaySettings().api_keys == ("k1", "k2")
+    assert GatewaySettings.from_env(api_keys=[]).api_keys == ("k1", "k2")
+    assert GatewaySettings(api_keys=["cfg"]).api_keys == ("cfg",)
+    c = client_for(random_bundle_path, ScriptedBackend())
+    assert c.get("/v1/tasks").status_code == 401
+    assert c.get("/v1/tasks", headers={"Authorization": "Bearer k2"}).status_code == 200
