@@ -4,7 +4,7 @@ Public API (pinned in docs/CONTRACTS.md): `Example`, `Splits`, `DataError`, `loa
 `split_examples`, `infer_labels`; plus IOB2 helpers used by the model and evaluation code.
 """
 
-from .iob import join_words, repair_iob2, tag_set, tags_from_char_spans
+from .iob import join_words, repair_iob2, tags_from_char_spans
 from .labels import infer_labels
 from .loading import load_examples
 from .splits import split_examples
@@ -19,6 +19,5 @@ __all__ = [
     "load_examples",
     "repair_iob2",
     "split_examples",
-    "tag_set",
     "tags_from_char_spans",
 ]

@@ -37,14 +37,6 @@ def entity_types(tags) -> set[str]:
     return {t[2:] for t in tags if t != "O"}
 
 
-def tag_set(types: list[str]) -> list[str]:
-    """The IOB2 tag list for entity types: ["O", "B-t1", "I-t1", "B-t2", ...] in the given order."""
-    tags = ["O"]
-    for t in types:
-        tags += [f"B-{t}", f"I-{t}"]
-    return tags
-
-
 def join_words(words: list[str] | tuple[str, ...]) -> tuple[str, tuple[tuple[int, int], ...]]:
     """Words joined by single spaces, with each word's (start, end) offsets in the result."""
     spans = []

@@ -1,7 +1,7 @@
 """Label parsing per task type, checking against the labels a spec lists, and label inference.
 
 For token classification the task's `labels` are the *entity types* (e.g. `person`, `geo-loc`);
-the IOB2 tag list is derived from them with `tag_set`. A spec may also list full tags (`O`,
+the IOB2 tag list is derived from them (`mtl.spans.tag_set`). A spec may also list full tags (`O`,
 `B-person`, ...); they are reduced to their types.
 """
 

@@ -6,7 +6,7 @@ import pytest
 
 from mtl.config import SplitConfig, TaskSpec
 from mtl.data import (DataError, Example, join_words, load_examples, repair_iob2, split_examples,
-                      tag_set, tags_from_char_spans)
+                      tags_from_char_spans)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,7 @@ def test_repair_iob2():
     assert repair_iob2(["B-PER", "I-PER"]) == ("B-PER", "I-PER")
 
 
-def test_tag_set_and_join_words():
-    assert tag_set(["a", "b"]) == ["O", "B-a", "I-a", "B-b", "I-b"]
+def test_join_words():
     assert join_words(["New", "York", "!"]) == ("New York !", ((0, 3), (4, 8), (9, 10)))
 
 
