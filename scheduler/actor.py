@@ -1,0 +1,241 @@
+"""`SchedulerActor`: the async mechanism around `SchedulerCore` (queues + pure policy).
+
+A plain asyncio class: tests run it in-process; `remote_scheduler()` at the bottom makes it a Ray
+actor, and the serving layer wraps the same class in `serve.deployment(num_replicas=1)`.
+
+Design note (the dispatch loop). One coroutine owns dispatching. It wakes on a new submission, a
+finished batch, a cancellation, or a timer (the policy's `wake_at` for a filling batch, the next
+queued deadline for expiry, and at most every 0.5 s to pick up replica-count changes). Each pass:
+expire what is past its deadline, then ask the core for batches while the pool's in-flight window
+(live replicas × inflight_per_replica) has room, and start each batch as its own task. Callers
+await a future per request; every accepted request's future is resolved exactly once, in `_finish`.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from scheduler.config import SchedulerConfig
+from scheduler.core import Dispatch, SchedulerCore
+from scheduler.metrics import NullMetrics, RayMetrics
+from scheduler.pools import ReplicaPool, as_pool
+from scheduler.request import Job, Outcome, Request, Status
+
+MAX_IDLE_S = 0.5
+
+
+@dataclass
+class _Pending:
+    req: Request
+    payload: Any
+    future: asyncio.Future
+    dispatched_at: float | None = None
+    batch_size: int = 0
+    cancelled: bool = False
+
+
+def _default_metrics():
+    """Ray metrics when this process is a connected Ray worker; no-op otherwise (no Ray import)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        from ray.util import metrics
+
+        return RayMetrics(metrics)
+    return NullMetrics()
+
+
+class SchedulerActor:
+    def __init__(
+        self,
+        config: SchedulerConfig | dict | None = None,
+        pools: dict[str, Any] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Any = None,
+    ):
+        if not isinstance(config, SchedulerConfig):
+            config = SchedulerConfig.model_validate(config or {})
+        self.config = config
+        self.core = SchedulerCore(config)
+        self.clock = clock
+        self.metrics = metrics if metrics is not None else _default_metrics()
+        self._pending: dict[int, _Pending] = {}
+        self._wake: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._batch_tasks: set[asyncio.Task] = set()
+        self.pools: dict[str, ReplicaPool] = {}
+        for name, obj in (pools or {}).items():
+            self.set_pool(name, obj)
+
+    # ------------------------------------------------------------ public API
+
+    def set_pool(self, name: str, pool: Any) -> None:
+        """Attach (or replace) the replicas of pool `name` (a handle, actor handles, or a pool)."""
+        self.config.pool_by_name(name)  # KeyError naming the known pools
+        self.pools[name] = as_pool(pool)
+        if self._wake is not None:
+            self._wake.set()
+
+    def replicas(self, pool: str) -> int:
+        p = self.pools.get(pool)
+        return p.live_replicas() if p is not None else 0
+
+    async def submit(self, job: Job) -> Outcome:
+        """Queue a job and wait for its outcome; refusals and expiry are outcomes, never raised.
+
+        Raises `InvalidJob` (a ValueError) for an unknown pool/priority or a bad token count.
+        If the caller's task is cancelled while queued, the request is dropped (status cancelled).
+        """
+        self._ensure_loop()
+        now = self.clock()
+        req = self.core.new_request(tuple(job.tasks), job.pool, job.priority, job.deadline_ms, job.num_tokens, now)
+        decision = self.core.admit(req, now, self.replicas(req.pool))
+        if not decision.accepted:
+            self.core.finish(req, Status.REFUSED, now)
+            self.metrics.refused(req)
+            return Outcome(Status.REFUSED, None, decision.reason, decision.retry_after_s, 0.0, 0.0, 0)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[req.id] = _Pending(req, job.payload, fut)
+        self.core.enqueue(req)
+        self._wake.set()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._cancel(req)
+            raise
+
+    def stats(self) -> dict:
+        s = self.core.stats()
+        s["replicas"] = {name: self.replicas(name) for name in self.core.pools}
+        s["pending"] = len(self._pending)
+        return s
+
+    async def close(self) -> None:
+        """Stop the loop; anything still pending fails (so no caller waits forever)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for t in list(self._batch_tasks):
+            t.cancel()
+        now = self.clock()
+        for p in list(self._pending.values()):
+            if p.dispatched_at is None:
+                self.core.cancel_queued(p.req.id, p.req.pool)
+            self._finish(p.req.id, Status.FAILED, now, error="scheduler shut down")
+
+    # ------------------------------------------------------------ mechanism
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._wake = self._wake or asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop())
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            wake_at = now + MAX_IDLE_S
+            for name in self.core.pools:
+                for req in self.core.expire(name, now):
+                    self._finish(req.id, Status.EXPIRED, now, error="deadline passed while queued")
+                replicas = self.replicas(name)
+                while True:
+                    d, when = self.core.plan(name, now, replicas)
+                    if d is None:
+                        break
+                    self._start(d, now)
+                if when is not None:
+                    wake_at = min(wake_at, when)
+                nd = self.core.queues[name].next_deadline()
+                if nd is not None:
+                    wake_at = min(wake_at, nd)
+                q = self.core.queues[name]
+                for c in self.config.classes:
+                    self.metrics.queue_depth(name, c.name, q.count_by_rank[c.rank])
+                self.metrics.replicas(name, replicas)
+            timeout = max(0.0, wake_at - self.clock())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+
+    def _start(self, d: Dispatch, now: float) -> None:
+        for r in d.batch:
+            p = self._pending[r.id]
+            p.req, p.dispatched_at, p.batch_size = r, now, len(d.batch)
+        task = asyncio.get_running_loop().create_task(self._run(d))
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _run(self, d: Dispatch) -> None:
+        pool = self.pools.get(d.pool)
+        started = self.clock()
+        try:
+            if pool is None:
+                raise RuntimeError(f"pool {d.pool!r} has no replicas attached")
+            results = await pool.run_batch([self._pending[r.id].payload for r in d.batch])
+            if len(results) != len(d.batch):
+                raise RuntimeError(f"replica returned {len(results)} results for {len(d.batch)} payloads")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any replica failure is retried, bounded
+            requeued, failed = self.core.fail(d)
+            now = self.clock()
+            for r in requeued:
+                p = self._pending[r.id]
+                p.req, p.dispatched_at = r, None
+                if p.cancelled:  # caller gave up while it ran: do not run it again
+                    self.core.cancel_queued(r.id, r.pool)
+                    self._finish(r.id, Status.CANCELLED, now)
+            for r in failed:
+                self._finish(r.id, Status.FAILED, now,
+                             error=f"batch failed after {r.retries} retries: {type(e).__name__}: {e}")
+        else:
+            now = self.clock()
+            service_s = now - started
+            self.core.complete(d, service_s)
+            self.metrics.batch(d.pool, len(d.batch), service_s)
+            for r, result in zip(d.batch, results):
+                self._finish(r.id, Status.DONE, now, result=result, service_s=service_s)
+        finally:
+            self._wake.set()
+
+    def _cancel(self, req: Request) -> None:
+        p = self._pending.get(req.id)
+        if p is None:
+            return
+        if p.dispatched_at is None and self.core.cancel_queued(req.id, req.pool) is not None:
+            self._finish(req.id, Status.CANCELLED, self.clock())
+        else:  # already running: its result is dropped when it comes back
+            p.cancelled = True
+
+    def _finish(self, req_id: int, status: Status, now: float, *, result: Any = None,
+                error: str | None = None, service_s: float = 0.0) -> None:
+        """The one place a request reaches its terminal status."""
+        p = self._pending.pop(req_id, None)
+        if p is None:
+            return
+        if p.cancelled and status in (Status.DONE, Status.FAILED):
+            status, result = Status.CANCELLED, None
+        req = p.req
+        self.core.finish(req, status, now)
+        queue_s = (p.dispatched_at if p.dispatched_at is not None else now) - req.arrival
+        met = status is Status.DONE and now <= req.deadline
+        self.metrics.request_finished(req, status, queue_s, now - req.arrival, met)
+        if not p.future.done():
+            p.future.set_result(Outcome(status, result, error, None, queue_s, service_s, p.batch_size))
+
+
+# ---------------------------------------------------------------- Ray edge
+
+
+def remote_scheduler(config: SchedulerConfig | dict | None = None, pools: dict[str, Any] | None = None,
+                     **actor_options: Any):
+    """Start `SchedulerActor` as a Ray actor (async; high concurrency so waiting callers do not block)."""
+    import ray
+
+    opts = {"max_concurrency": 100_000, "num_cpus": 0, **actor_options}
+    cfg = config.model_dump() if isinstance(config, SchedulerConfig) else config
+    return ray.remote(SchedulerActor).options(**opts).remote(cfg, pools)

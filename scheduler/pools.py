@@ -1,0 +1,165 @@
+"""Replica pools: where a batch runs, and how many replicas are live (the in-flight window).
+
+Every replica implements `async run_batch(payloads: list) -> list` (same order). Three adapters:
+  * `LocalPool`  - in-process objects (unit tests, a single-process deployment);
+  * `ActorPool`  - Ray actor handles, least-loaded routing; a dead actor's batch raises
+                   `ReplicaLost` (the scheduler retries it elsewhere) and the actor is dropped;
+  * `ServeHandlePool` - a Serve `DeploymentHandle` (Serve routes to replicas itself); the live
+                   replica count comes from a callable or from polling `serve.status()` every ~1 s.
+`as_pool(obj)` picks the adapter. This is one of the two scheduler files that touch Ray, and it
+imports Ray lazily, only inside the Ray adapters.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Callable, Protocol, runtime_checkable
+
+
+class ReplicaLost(RuntimeError):
+    """The replica running a batch died or vanished; the batch may be retried on another one."""
+
+
+@runtime_checkable
+class ReplicaPool(Protocol):
+    def live_replicas(self) -> int: ...
+
+    async def run_batch(self, payloads: list[Any]) -> list[Any]: ...
+
+
+class _LeastLoaded:
+    """Route each batch to the replica with the fewest batches in flight (ties: round-robin)."""
+
+    def __init__(self, replicas: list[Any]):
+        self.replicas = list(replicas)
+        self.load = [0] * len(self.replicas)
+        self._rr = 0
+
+    def pick(self) -> int:
+        if not self.replicas:
+            raise ReplicaLost("no live replicas")
+        n = len(self.replicas)
+        self._rr = (self._rr + 1) % n
+        order = [(self.load[(self._rr + k) % n], (self._rr + k) % n) for k in range(n)]
+        return min(order)[1]
+
+    def drop(self, replica: Any) -> None:
+        for i, r in enumerate(self.replicas):
+            if r is replica:
+                del self.replicas[i]
+                del self.load[i]
+                return
+
+
+class LocalPool(_LeastLoaded):
+    """In-process replicas: any objects with `async run_batch(payloads) -> list`."""
+
+    def live_replicas(self) -> int:
+        return len(self.replicas)
+
+    async def run_batch(self, payloads: list[Any]) -> list[Any]:
+        i = self.pick()
+        replica = self.replicas[i]
+        self.load[i] += 1
+        try:
+            return await replica.run_batch(payloads)
+        finally:
+            if replica in self.replicas:
+                self.load[self.replicas.index(replica)] -= 1
+
+
+class ActorPool(_LeastLoaded):
+    """Ray actor handles. RayActorError (dead or unreachable) → ReplicaLost; a dead one is dropped."""
+
+    def live_replicas(self) -> int:
+        return len(self.replicas)
+
+    async def run_batch(self, payloads: list[Any]) -> list[Any]:
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        i = self.pick()
+        handle = self.replicas[i]
+        self.load[i] += 1
+        try:
+            return await handle.run_batch.remote(payloads)
+        except ActorDiedError as e:
+            self.drop(handle)
+            raise ReplicaLost(f"replica died: {e}") from e
+        except RayActorError as e:  # unavailable (restarting / network): keep it, retry the batch
+            raise ReplicaLost(f"replica unavailable: {e}") from e
+        finally:
+            for k, r in enumerate(self.replicas):
+                if r is handle:
+                    self.load[k] -= 1
+
+
+def serve_replica_count(app_name: str, deployment_name: str) -> int:
+    """RUNNING replicas of one deployment, from the Serve controller."""
+    from ray import serve
+
+    app = serve.status().applications.get(app_name)
+    if app is None or deployment_name not in app.deployments:
+        return 0
+    states = app.deployments[deployment_name].replica_states
+    return int(sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING"))
+
+
+class ServeHandlePool:
+    """A Serve DeploymentHandle. Serve picks the replica; we only size the in-flight window.
+
+    `replica_count` (a callable) overrides the controller polling, e.g. for a gateway that already
+    knows the count or for tests.
+    """
+
+    def __init__(self, handle: Any, replica_count: Callable[[], int] | None = None, poll_s: float = 1.0):
+        self.handle = handle
+        self._count_fn = replica_count
+        self._poll_s = poll_s
+        self._count = 1  # optimistic until the first poll: Serve queues the call if none is up yet
+        self._polled_at = float("-inf")
+        self._polling: asyncio.Task | None = None
+
+    def live_replicas(self) -> int:
+        if self._count_fn is not None:
+            return int(self._count_fn())
+        now = time.monotonic()
+        if now - self._polled_at >= self._poll_s and (self._polling is None or self._polling.done()):
+            self._polled_at = now
+            try:
+                self._polling = asyncio.get_running_loop().create_task(self._poll())
+            except RuntimeError:  # no loop (sync caller): keep the last count
+                pass
+        return self._count
+
+    async def _poll(self) -> None:
+        try:
+            self._count = await asyncio.to_thread(
+                serve_replica_count, self.handle.app_name, self.handle.deployment_name)
+        except Exception:  # controller briefly unreachable: keep the last known count
+            pass
+
+    async def run_batch(self, payloads: list[Any]) -> list[Any]:
+        from ray.exceptions import RayActorError
+
+        try:
+            return await self.handle.run_batch.remote(payloads)
+        except RayActorError as e:
+            raise ReplicaLost(f"serve replica lost: {e}") from e
+
+
+def as_pool(obj: Any) -> ReplicaPool:
+    """A pool from: a ReplicaPool, a Serve DeploymentHandle, a list of Ray actor handles, or a
+    list of in-process replicas."""
+    if isinstance(obj, (LocalPool, ActorPool, ServeHandlePool)):
+        return obj
+    cls_name = type(obj).__name__
+    if cls_name == "DeploymentHandle":
+        return ServeHandlePool(obj)
+    if isinstance(obj, (list, tuple)):
+        if obj and type(obj[0]).__name__ == "ActorHandle":
+            return ActorPool(list(obj))
+        return LocalPool(list(obj))
+    if isinstance(obj, ReplicaPool):
+        return obj
+    raise TypeError(f"cannot make a replica pool from {cls_name}; pass a DeploymentHandle, actor handles, "
+                    "or objects with async run_batch")

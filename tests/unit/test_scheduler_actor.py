@@ -1,0 +1,111 @@
+"""SchedulerActor in-process (no Ray): fake replicas that sleep, fail or hang on demand."""
+import asyncio
+
+import pytest
+
+from scheduler.actor import SchedulerActor
+from scheduler.config import LatencyPrior, PoolConfig, SchedulerConfig
+from scheduler.pools import LocalPool
+from scheduler.request import Job, Status
+
+
+class FakeReplica:
+    def __init__(self, a_s=0.005, b_s=0.001, fail_times=0):
+        self.a_s, self.b_s, self.fail_times = a_s, b_s, fail_times
+        self.batches = []
+
+    async def run_batch(self, payloads):
+        self.batches.append(list(payloads))
+        await asyncio.sleep(self.a_s + self.b_s * len(payloads))
+        if self.fail_times:
+            self.fail_times -= 1
+            raise RuntimeError("replica crashed")
+        return [("ok", p) for p in payloads]
+
+
+def config(**kw):
+    pool = PoolConfig(name="encoder", max_batch_size=4, max_batch_tokens=1024, batch_wait_s=0.002,
+                      prior=LatencyPrior(a_s=0.005, b_s=0.001, c_s=0.0))
+    return SchedulerConfig(pools=[pool], **kw)
+
+
+def job(i, priority="interactive", deadline_ms=None, tokens=8):
+    return Job(tasks=("t",), pool="encoder", priority=priority, deadline_ms=deadline_ms, num_tokens=tokens, payload=i)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_every_request_gets_its_own_result_once():
+    async def main():
+        reps = [FakeReplica(), FakeReplica()]
+        s = SchedulerActor(config(), {"encoder": LocalPool(reps)})
+        outs = await asyncio.gather(*(s.submit(job(i, ["interactive", "batch"][i % 2])) for i in range(60)))
+        await s.close()
+        return s, outs, reps
+
+    s, outs, reps = run(main())
+    assert [o.status for o in outs] == [Status.DONE] * 60
+    assert [o.result for o in outs] == [("ok", i) for i in range(60)]
+    assert all(1 <= o.batch_size <= 4 for o in outs)
+    assert sum(len(b) for r in reps for b in r.batches) == 60
+    st = s.stats()
+    assert st["counts"] == {"done": 60} and st["pending"] == 0
+    assert st["classes"]["interactive"]["attainment"] == 1.0
+
+
+def test_failed_batch_is_retried_at_most_twice():
+    async def main():
+        flaky = FakeReplica(fail_times=1)
+        s = SchedulerActor(config(), {"encoder": LocalPool([flaky])})
+        ok = await s.submit(job(1))
+        dead = SchedulerActor(config(), {"encoder": LocalPool([FakeReplica(fail_times=99)])})
+        bad = await dead.submit(job(2))
+        return ok, bad, flaky, dead
+
+    ok, bad, flaky, dead = run(main())
+    assert ok.status is Status.DONE and len(flaky.batches) == 2
+    assert bad.status is Status.FAILED and "after 2 retries" in bad.error
+    assert len(dead.pools["encoder"].replicas[0].batches) == 3  # first run + 2 retries
+
+
+def test_refused_and_expired_are_outcomes_not_errors():
+    async def main():
+        slow = FakeReplica(a_s=0.3)
+        s = SchedulerActor(config(), {"encoder": LocalPool([slow])})
+        # the prior says 9 ms per batch, so 5 ms is refused at once
+        refused = await s.submit(job(1, deadline_ms=5))
+        # the prior is wrong (replica takes 300 ms): the first batch hogs the only replica and the
+        # queued request's 100 ms deadline passes while it waits
+        first = asyncio.create_task(s.submit(job(2, deadline_ms=5000)))
+        await asyncio.sleep(0.01)
+        expired = await s.submit(job(3, deadline_ms=100))
+        await first
+        return refused, expired, s
+
+    refused, expired, s = run(main())
+    assert refused.status is Status.REFUSED and refused.retry_after_s > 0 and "deadline" in refused.error
+    assert expired.status is Status.EXPIRED
+    assert s.stats()["counts"] == {"refused": 1, "expired": 1, "done": 1}
+
+
+def test_cancelled_caller_drops_queued_request():
+    async def main():
+        slow = FakeReplica(a_s=0.2)
+        s = SchedulerActor(config(), {"encoder": LocalPool([slow])})
+        running = asyncio.create_task(s.submit(job(1, deadline_ms=5000)))
+        await asyncio.sleep(0.02)
+        queued = asyncio.create_task(s.submit(job(2, deadline_ms=5000)))
+        await asyncio.sleep(0.02)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        out = await running
+        await asyncio.sleep(0.3)
+        return out, slow, s
+
+    out, slow, s = run(main())
+    assert out.status is Status.DONE
+    assert [p for b in slow.batches for p in b] == [1]  # the cancelled one never ran
+    assert s.stats()["counts"] == {"done": 1, "cancelled": 1}
