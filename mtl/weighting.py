@@ -10,10 +10,10 @@ in its class. The contract with the training loop, per step:
     weighting.observe(t, loss.item(), step)       # update the weighting's own state
 
 - Weightings own their state and update it themselves in `observe`, including the learned
-  log-variances of `uncertainty` (a small Adam of their own). So: do NOT put
-  `weighting.parameters()` into the model optimizer; do move the weighting to the device
-  (`weighting.to(device)`), and checkpoint it with `state_dict()` (all state is in buffers and
-  parameters, so `load_state_dict` resumes it exactly).
+  log-variances of `uncertainty` (a small Adam of their own, at a learning rate suited to them
+  rather than the encoder's). All state is in buffers, none in `parameters()`, so a trainer's
+  optimizer never touches it and `state_dict()` / `load_state_dict()` checkpoint and resume it
+  exactly. Move the weighting to the training device (`weighting.to(device)`).
 - Under torch.distributed, `observe` averages the observed loss (and, for `uncertainty`, the
   gradient of the log-variances) across ranks with one tiny all-reduce, so every rank keeps
   identical weights. All ranks must therefore call `observe` at every step, as they all train the
@@ -135,8 +135,10 @@ class UncertaintyWeighting(LossWeighting):
     at weight e^0 = 1. At the optimum e^(−s) = 1/(2L) (classification) or 1/L (regression), so a
     task's weight falls as its loss grows: noisy tasks are down-weighted.
 
-    One task per step: only the sampled task's s gets a gradient, so the Adam below is per task
-    (its own step counter per task): tasks not trained this step keep their s untouched.
+    Mechanism: `combine` builds the term on a fresh leaf copy of s_t, the trainer's backward fills
+    its gradient, `observe` applies it with a per-task Adam (lr 1e-2; the encoder's LR of ~5e-5
+    would leave s frozen at 0, i.e. silently equal weighting). One task per step: only the sampled
+    task's s gets a gradient, so each task has its own Adam step counter and the others stay put.
     """
 
     name = "uncertainty"
@@ -148,32 +150,43 @@ class UncertaintyWeighting(LossWeighting):
         if unknown:
             raise KeyError(f"task_types names unknown tasks {unknown}; tasks are {list(self.task_names)}")
         self.lr = float(lr)
-        self.log_var = nn.Parameter(torch.zeros(self.num_tasks))
+        # s lives in a buffer, not an nn.Parameter: the weighting steps it itself in `observe`, and
+        # a trainer that hands `weighting.parameters()` to its optimizer must not step it twice.
+        self.register_buffer("log_var", torch.zeros(self.num_tasks))
         reg = [1.0 if types.get(t) in _REGRESSION_TYPES else 0.5 for t in self.task_names]
         self.register_buffer("reg_factor", torch.tensor(reg))
         self.register_buffer("adam_m", torch.zeros(self.num_tasks))
         self.register_buffer("adam_v", torch.zeros(self.num_tasks))
         self.register_buffer("adam_t", torch.zeros(self.num_tasks))
+        self._leaf: tuple[int, Tensor] | None = None  # this step's s_t, a leaf that backward fills
 
     def combine(self, task: str, loss: Tensor, step: int) -> Tensor:
         i = self.index(task)
-        s = self.log_var[i]
+        s = self.log_var[i].detach().clone().requires_grad_(True)
+        self._leaf = (i, s)
         return torch.exp(-s) * loss + self.reg_factor[i] * s
+
+    def pending_grad(self) -> float | None:
+        """d(combined loss)/d s_t from the last backward, before `observe` applies it (for tests)."""
+        if self._leaf is None or self._leaf[1].grad is None:
+            return None
+        return float(self._leaf[1].grad)
 
     @torch.no_grad()
     def observe(self, task: str, loss_value: float, step: int) -> None:
         i = self.index(task)
-        grad = self.log_var.grad
-        g = torch.zeros_like(self.log_var) if grad is None else grad.detach().clone()
-        g = _rank_mean(g)  # a rank whose backward was skipped still joins the all-reduce
-        self.log_var.grad = None
-        if grad is None and _distributed_world() == 1:
-            return
-        _adam_(self.log_var.data[i:i + 1], g[i:i + 1], self.adam_m[i:i + 1], self.adam_v[i:i + 1],
+        leaf, self._leaf = self._leaf, None
+        g = torch.zeros_like(self.log_var)
+        if leaf is not None and leaf[0] == i and leaf[1].grad is not None:
+            g[i] = leaf[1].grad.to(g)
+        elif _distributed_world() == 1:
+            return  # no backward through combine this step: nothing to learn from
+        g = _rank_mean(g)  # every rank joins the all-reduce, even one whose backward was skipped
+        _adam_(self.log_var[i:i + 1], g[i:i + 1], self.adam_m[i:i + 1], self.adam_v[i:i + 1],
                self.adam_t[i:i + 1], self.lr)
 
     def weights(self) -> dict[str, float]:
-        w = torch.exp(-self.log_var.detach()).tolist()
+        w = torch.exp(-self.log_var).tolist()
         return dict(zip(self.task_names, w))
 
 
