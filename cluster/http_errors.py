@@ -74,7 +74,9 @@ def format_validation_error(exc: RequestValidationError) -> tuple[int, str]:
             continue
         seen.add(loc)
         msg = e.get("msg", "invalid value")
-        if e.get("type") == "missing":
+        if e.get("type") == "missing" and loc == "body":
+            problems.append("the request body is required: a JSON object (see /docs)")
+        elif e.get("type") == "missing":
             problems.append(f"'{loc}' is required")
         elif e.get("type") == "extra_forbidden":
             problems.append(f"'{loc}' is not a known field")
@@ -102,6 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 f"no route {request.method} {request.url.path}; see /docs for the API "
                 "(/v1/predict, /v1/tasks, /v2/models/{task}/infer, ...)"
             )
+        elif exc.status_code == 400:
+            message = f"malformed request body ({exc.detail}); send UTF-8 encoded JSON"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
         else:

@@ -165,7 +165,7 @@ def _decode_input(obj: Any, i: int, binary: bytes, offset: int) -> tuple[InputTe
         raise V2CodecError(f"{where}: datatype must be one of {sorted(DATATYPES)}, got {datatype!r}")
     shape = _shape(obj.get("shape"), where)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    params = obj.get("parameters") or {}
+    params = {} if obj.get("parameters") is None else obj["parameters"]
     if not isinstance(params, dict):
         raise V2CodecError(f"{where}.parameters must be an object")
     size = params.get("binary_data_size")
@@ -225,6 +225,8 @@ def decode_infer_request(body: bytes, header_length: str | int | None = None) ->
         head, binary = body, b""
     try:
         obj = json.loads(head)
+    except RecursionError:
+        raise V2CodecError("request body JSON is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as err:
         hint = "" if header_length is not None else f" (binary data needs the {HEADER_LENGTH} header)"
         raise V2CodecError(f"request body is not valid JSON: {err}{hint}") from None
@@ -233,7 +235,7 @@ def decode_infer_request(body: bytes, header_length: str | int | None = None) ->
     raw_inputs = obj.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise V2CodecError("'inputs' must be a non-empty list of tensors")
-    params = obj.get("parameters") or {}
+    params = {} if obj.get("parameters") is None else obj["parameters"]
     if not isinstance(params, dict):
         raise V2CodecError("'parameters' must be an object")
     rid = obj.get("id")
@@ -260,7 +262,7 @@ def _decode_outputs(raw: Any) -> tuple[RequestedOutput, ...] | None:
     for i, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise V2CodecError(f"outputs[{i}] must be an object with a string 'name'")
-        params = item.get("parameters") or {}
+        params = {} if item.get("parameters") is None else item["parameters"]
         if not isinstance(params, dict):
             raise V2CodecError(f"outputs[{i}].parameters must be an object")
         if params.get("classification"):
