@@ -1,0 +1,96 @@
+"""The generator pool's payload and result (docs/CONTRACTS.md), validated without Ray or torch.
+
+Payload (what the gateway submits for the `generator` pool, one per sequence):
+    {"prompt": str,                               # a rendered prompt, used as is, or
+     "task": "summarize"|"answer"|"chat", "inputs": ...,   # templated at the replica
+     "max_new_tokens": int, "temperature": float, "top_p": float (opt), "stop": list[str] | None,
+     "seed": int | None (opt)}
+Result (same order as the payloads):
+    {"text": str, "prompt_tokens": int, "completion_tokens": int, "finish_reason": "stop"|"length"}
+or, for a payload that cannot run (the rest of its batch still runs):
+    {"error": str, "status": 400 | 413 | 422}
+
+Templating at the replica keeps the gateway free of the LLM's tokenizer and chat template.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from mtl.decoding import normalize_stops
+from mtl.generate import Completion, GenerationRequest, PromptTooLongError
+from mtl.prompts import PromptError
+
+
+class PayloadError(ValueError):
+    """A payload that cannot run; `status` is the HTTP status the gateway should answer."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+def _number(payload: dict, key: str, default: float, kind: type) -> Any:
+    value = payload.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not float(value).is_integer()):
+        raise PayloadError(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+    return kind(value)
+
+
+def to_request(payload: Any, generator: Any) -> GenerationRequest:
+    """Payload -> GenerationRequest (templated, limits checked), or PayloadError."""
+    if not isinstance(payload, dict):
+        raise PayloadError(f"a generator payload must be an object, got {type(payload).__name__}")
+    if "prompt" in payload and payload["prompt"] is not None:
+        prompt = payload["prompt"]
+        if not isinstance(prompt, str):
+            raise PayloadError(f"'prompt' must be a string, got {type(prompt).__name__}")
+    elif "task" in payload:
+        try:
+            prompt = generator.apply_template(payload["task"], payload.get("inputs"))
+        except PromptError as err:
+            raise PayloadError(str(err), 400 if "unknown generative task" in str(err) else 422) from None
+    else:
+        raise PayloadError("a generator payload needs 'prompt' or 'task' + 'inputs'")
+    if not prompt:
+        raise PayloadError("'prompt' is empty", 400)
+    stop = payload.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
+        raise PayloadError(f"'stop' must be a string or a list of strings, got {stop!r}")
+    seed = payload.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise PayloadError(f"'seed' must be an integer, got {seed!r}")
+    try:
+        request = GenerationRequest(
+            prompt=prompt,
+            max_new_tokens=_number(payload, "max_new_tokens", 64, int),
+            temperature=_number(payload, "temperature", 0.0, float),
+            top_p=_number(payload, "top_p", 1.0, float),
+            stop=normalize_stops(stop),
+            seed=seed,
+        )
+    except ValueError as err:
+        raise PayloadError(str(err)) from None
+    prompt_tokens = generator.count_tokens(prompt)
+    limit = generator.max_context_tokens
+    if prompt_tokens + request.max_new_tokens > limit:
+        raise PayloadError(
+            f"the prompt has {prompt_tokens} tokens and max_new_tokens is {request.max_new_tokens}: "
+            f"together more than the model's context of {limit} tokens; shorten the input or max_tokens",
+            413,
+        )
+    return request
+
+
+def completion_result(completion: Completion) -> dict[str, Any]:
+    return asdict(completion)
+
+
+def error_result(err: Exception) -> dict[str, Any]:
+    if isinstance(err, PayloadError):
+        return {"error": str(err), "status": err.status}
+    if isinstance(err, PromptTooLongError):
+        return {"error": str(err), "status": 413}
+    return {"error": f"{type(err).__name__}: {err}", "status": 422}
