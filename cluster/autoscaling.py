@@ -10,6 +10,10 @@ What we do instead (Ray Serve custom autoscaling, 2.60 API): each encoder replic
 metric from `record_autoscaling_stats()`: `load`, the time-average number of batches it held over
 the last reporting interval (running or waiting at the replica; Little's law). A replica that is
 busy all the time reports ~1.0; one that also has a batch waiting reports ~2.0; an idle one 0.0.
+For the backlog to show, the scheduler's in-flight window must allow two batches per replica
+(`inflight_per_replica: 2`, replica `max_ongoing_requests: 2`; the defaults in serve.yaml): under
+backlog every replica then holds a running and a waiting batch (load ~2), while a pool that just
+keeps up holds ~1. The second batch also hides the scheduler->replica hop, so it is not wasted.
 `LoadPolicy` sums `load` over the running replicas and asks for `total / target_utilization`
 replicas. A saturated single replica (load 1.0, target 0.7) asks for 2; an idle pool asks for 0,
 which Serve clamps to `min_replicas`. Serve's wrapper applies min/max, upscale/downscale delays and
@@ -20,6 +24,7 @@ inside the Serve controller, which does not import the rest of this project.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -72,15 +77,25 @@ def desired_replicas(loads: list[float], current: int, target_utilization: float
 
 
 class LoadPolicy:
-    """Serve custom autoscaling policy (class form, so `target_utilization` comes from config)."""
+    """Serve custom autoscaling policy (class form, so `target_utilization` comes from config).
+
+    Runs in the Serve controller every control-loop tick; logs (controller log) when it wants a
+    different replica count."""
 
     def __init__(self, target_utilization: float = 0.7):
         if not 0 < target_utilization <= 4:
             raise ValueError(f"target_utilization must be in (0, 4], got {target_utilization!r}")
         self.target_utilization = target_utilization
+        self._last_logged: float | None = None
 
     def __call__(self, ctx: Any) -> tuple[float, dict[str, Any]]:
         per_replica = (ctx.aggregated_metrics or {}).get(LOAD_METRIC, {})
         loads = [float(v) for v in per_replica.values()]
         desired = desired_replicas(loads, ctx.current_num_replicas, self.target_utilization)
+        if desired != ctx.current_num_replicas and desired != self._last_logged:
+            self._last_logged = desired
+            logging.getLogger("ray.serve").info(
+                "LoadPolicy(%s): load %s over %d replicas -> wants %s replicas",
+                ctx.deployment_name, [round(x, 2) for x in loads], ctx.current_num_replicas, desired,
+            )
         return desired, {"last_total_load": sum(loads), "reporting_replicas": len(loads)}

@@ -52,7 +52,17 @@ class Scheduler:
         self.actor = SchedulerActor(config, pools)
 
     async def submit(self, job):
-        return await self.actor.submit(job)
+        from scheduler.core import InvalidJob  # noqa: PLC0415
+        from scheduler.request import Outcome, Status  # noqa: PLC0415
+
+        try:
+            return await self.actor.submit(job)
+        except InvalidJob as err:
+            # The gateway validates first; this only guards other callers (batch jobs, tests).
+            return Outcome(Status.FAILED, None, f"invalid job: {err}", None, 0.0, 0.0, 0)
+
+    async def __del__(self):
+        await self.actor.close()
 
     async def stats(self) -> dict:
         stats = self.actor.stats()
@@ -132,6 +142,12 @@ def build_application(config: ServeConfig, *, encoder: Any | None = None) -> App
     return Gateway.options(**config.gateway.deployment_options()).bind(
         scheduler, bundle_path, settings, generator
     )
+
+
+def scheduler_application(config: ServeConfig, encoder: Any) -> Application:
+    """Scheduler + encoder pool without the HTTP gateway (integration tests and benchmarks drive
+    the Scheduler handle's `submit` directly)."""
+    return Scheduler.options(**config.scheduler.deployment_options()).bind(config.scheduler.config, encoder)
 
 
 def build_app(args: dict | ServeConfig) -> Application:

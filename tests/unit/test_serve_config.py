@@ -81,6 +81,7 @@ def test_policy_reads_the_custom_metric():
     class Ctx:
         aggregated_metrics = {LOAD_METRIC: {"r1": 1.0, "r2": 0.9}}
         current_num_replicas = 2
+        deployment_name = "EncoderReplica"
 
     desired, state = LoadPolicy(target_utilization=0.5)(Ctx())
     assert desired == 4 and state["reporting_replicas"] == 2
