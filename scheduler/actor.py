@@ -94,7 +94,7 @@ class SchedulerActor:
         req = self.core.new_request(tuple(job.tasks), job.pool, job.priority, job.deadline_ms, job.num_tokens, now)
         decision = self.core.admit(req, now, self.replicas(req.pool))
         if not decision.accepted:
-            self.core.finish(req, Status.REFUSED, now)
+            self.core.refuse(req, decision, now)
             self.metrics.refused(req)
             return Outcome(Status.REFUSED, None, decision.reason, decision.retry_after_s, 0.0, 0.0, 0)
         fut = asyncio.get_running_loop().create_future()

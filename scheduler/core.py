@@ -11,14 +11,14 @@ dispatched in a batch) → complete (done) | fail (requeued at the front, or fai
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from scheduler import policy
 from scheduler.admission import Admission, QueueView, admit
 from scheduler.config import SchedulerConfig
 from scheduler.latency import LatencyModel
 from scheduler.queues import PoolQueue
-from scheduler.request import Request, Status
+from scheduler.request import Request, Status, evolve
 
 WINDOW_BATCHES = 4  # the policy sees the top (4 · max_batch_size) requests: room for length grouping
 
@@ -45,6 +45,9 @@ class SchedulerCore:
             name: LatencyModel(p.prior, p, window=config.latency_window) for name, p in self.pools.items()
         }
         self.inflight = {name: 0 for name in self.pools}
+        # pool -> a time before which plan() is known to say "wait" (see _set_hold); cuts the
+        # per-arrival cost of a filling batch from a full policy pass to a comparison.
+        self._hold: dict[str, float] = {}
         self._seq = 0
         self._flow_tags: dict[tuple[str, int, str], float] = {}
         self._virtual: dict[tuple[str, int], float] = {}
@@ -53,6 +56,7 @@ class SchedulerCore:
         self.class_counts: dict[str, Counter] = {c: Counter() for c in self.classes}
         self.batches = 0
         self.batched_requests = 0
+        self.refusals: Counter = Counter()  # (class, reason kind) -> count
 
     # ------------------------------------------------------------ arrival
 
@@ -81,7 +85,7 @@ class SchedulerCore:
         key = (pool, cls.rank, req.flow)
         tag = policy.fair_tag(self._flow_tags.get(key, 0.0), self._virtual.get((pool, cls.rank), 0.0))
         self._flow_tags[key] = tag
-        return replace(req, fair_tag=tag)
+        return evolve(req, fair_tag=tag)
 
     def admit(self, req: Request, now: float, replicas: int) -> Admission:
         """Admission decision (pure function over the current queue view)."""
@@ -101,7 +105,41 @@ class SchedulerCore:
                      self.config.admission_margin)
 
     def enqueue(self, req: Request) -> None:
-        self.queues[req.pool].push(req)
+        q = self.queues[req.pool]
+        q.push(req)
+        hold = self._hold.get(req.pool)
+        if hold is not None:
+            cfg = self.pools[req.pool]
+            if len(q) >= cfg.max_batch_size or (len(q) + 1) * max(1, q.max_tokens) > cfg.max_batch_tokens:
+                del self._hold[req.pool]  # a batch might be full now: plan for real
+            else:
+                self._hold[req.pool] = min(hold, req.deadline - self._full_latency(req.pool))
+
+    def _full_latency(self, pool: str) -> float:
+        cfg = self.pools[pool]
+        longest = max(1, self.queues[pool].max_tokens)
+        return self.models[pool].predict(cfg.max_batch_size, cfg.max_batch_size * longest)
+
+    def _set_hold(self, pool: str, now: float, wake_at: float) -> float:
+        """After a "wait" decision: the earliest time ANY batch of this queue could be due.
+
+        No batch can go before min(oldest arrival + batch_wait_s, earliest deadline - latency of a
+        full batch of the longest queued request), and a new arrival only lowers that bound through
+        its own deadline, or by making a batch full (enqueue checks both). While now is before it,
+        plan() can answer "wait" without a policy pass; the decision is unchanged.
+        """
+        q = self.queues[pool]
+        cfg = self.pools[pool]
+        if len(q) >= cfg.max_batch_size or (len(q) + 1) * max(1, q.max_tokens) > cfg.max_batch_tokens:
+            self._hold.pop(pool, None)  # some other grouping of this queue could already be full
+            return wake_at
+        t_any = min(q.oldest_arrival() + self.pools[pool].batch_wait_s,
+                    q.next_deadline() - self._full_latency(pool), wake_at)
+        if t_any > now:
+            self._hold[pool] = t_any
+            return t_any
+        self._hold.pop(pool, None)
+        return wake_at
 
     # ------------------------------------------------------------ dispatch
 
@@ -117,15 +155,19 @@ class SchedulerCore:
         q = self.queues[pool]
         if not len(q):
             return None, None
+        hold = self._hold.get(pool)
+        if hold is not None and now < hold:
+            return None, hold
         snap = policy.Snapshot(now, tuple(q.top(WINDOW_BATCHES * cfg.max_batch_size, now)), len(q))
         model = self.models[pool]
         decision = policy.plan_batch(snap, cfg, model.predict)
         if not decision.go:
-            return None, decision.wake_at
+            return None, self._set_hold(pool, now, decision.wake_at)
+        self._hold.pop(pool, None)
         batch = []
         for r in decision.batch:
             q.remove(r.id)
-            batch.append(replace(r, status=Status.DISPATCHED))
+            batch.append(evolve(r, status=Status.DISPATCHED))
             vkey = (pool, r.rank)
             if r.fair_tag > self._virtual.get(vkey, 0.0):
                 self._virtual[vkey] = r.fair_tag
@@ -138,12 +180,14 @@ class SchedulerCore:
     def complete(self, d: Dispatch, service_s: float) -> None:
         """A batch came back: learn its latency and free its slot (callers then `finish` each member)."""
         self.inflight[d.pool] -= 1
+        self._hold.pop(d.pool, None)  # the latency model moved
         self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s)
 
     def fail(self, d: Dispatch) -> tuple[list[Request], list[Request]]:
         """A batch failed: members with retries left go back at the front; returns (requeued, failed)."""
         self.inflight[d.pool] -= 1
-        retry = [replace(r, retries=r.retries + 1, status=Status.QUEUED)
+        self._hold.pop(d.pool, None)
+        retry = [evolve(r, retries=r.retries + 1, status=Status.QUEUED)
                  for r in d.batch if r.retries < self.config.max_retries]
         failed = [r for r in d.batch if r.retries >= self.config.max_retries]
         if retry:
@@ -165,6 +209,12 @@ class SchedulerCore:
             if status is Status.DONE and now <= req.deadline:
                 cc["met"] += 1
 
+    def refuse(self, req: Request, adm: Admission, now: float) -> None:
+        """A refused request's terminal status, with its reason kind counted for stats()."""
+        kind = adm.reason.split(":")[0].split(" (")[0]
+        self.refusals[f"{req.priority}: {kind}"] += 1
+        self.finish(req, Status.REFUSED, now)
+
     def queued_by_class(self) -> dict[str, int]:
         out = {c: 0 for c in self.classes}
         names = [c.name for c in self.config.classes]
@@ -183,6 +233,7 @@ class SchedulerCore:
             "inflight": dict(self.inflight),
             "counts": dict(self.counts),
             "classes": classes,
+            "refusals": dict(self.refusals),
             "batches": self.batches,
             "mean_batch_size": self.batched_requests / self.batches if self.batches else 0.0,
             "latency_model": {p: m.as_dict() for p, m in self.models.items()},

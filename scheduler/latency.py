@@ -42,6 +42,7 @@ class LatencyModel:
         self.observations = 0
         self._params = LatencyParams(*map(float, self.prior))
         self._dirty = False
+        self._since_fit = 0
 
     def observe(self, batch_size: int, padded_tokens: int, latency_s: float) -> None:
         """Record one completed batch (service time as seen by the scheduler)."""
@@ -51,7 +52,11 @@ class LatencyModel:
         self._xtx += np.outer(x, x)
         self._xty += x * float(latency_s)
         self.observations += 1
-        self._dirty = True
+        self._since_fit += 1
+        # Refit on every batch while learning, then every 8th: a 3x3 solve per batch is the
+        # simulator's biggest cost at 1,000 replicas, and one batch barely moves a fitted model.
+        if self.observations <= 32 or self._since_fit >= 8:
+            self._dirty = True
 
     @property
     def params(self) -> LatencyParams:
@@ -61,6 +66,7 @@ class LatencyModel:
             theta = np.linalg.solve(a, b)
             self._params = LatencyParams(float(theta[0]), float(theta[1]), float(theta[2]))
             self._dirty = False
+            self._since_fit = 0
         return self._params
 
     def predict(self, batch_size: int, padded_tokens: int) -> float:

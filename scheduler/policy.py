@@ -127,18 +127,16 @@ def plan_batch(snapshot: Snapshot, pool: PoolConfig, latency: LatencyFn) -> Batc
     """Decide what a free replica slot of `pool` does now.
 
     Waiting for more requests only pays while it costs nobody their deadline: the batch goes when it
-    is full, when queued work is left over (an idle replica with work waiting is never useful), when
-    its oldest member has waited `batch_wait_s`, or when the most urgent member's slack (deadline
-    minus the predicted latency of a full batch) runs out. Otherwise it sleeps until the earliest of
-    those two times.
+    is full, when its oldest member has waited `batch_wait_s`, or when the most urgent member's slack
+    (deadline minus the predicted latency of a full batch) runs out. Otherwise it sleeps until the
+    earlier of those two times. Requests of other lengths wait behind it at most `batch_wait_s`: once
+    the head's batch goes, theirs are already old enough to go at once.
     """
     batch = form_batch(snapshot.candidates, pool)
     if not batch:
         return BatchPlan((), False, None, "empty")
     if batch_is_full(batch, pool):
         return BatchPlan(batch, True, None, "full")
-    if snapshot.queued > len(batch):
-        return BatchPlan(batch, True, None, "leftover")
     now = snapshot.now
     oldest = min(r.arrival for r in batch)
     wait_until = oldest + pool.batch_wait_s

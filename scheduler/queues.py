@@ -32,6 +32,8 @@ class PoolQueue:
         self._aging: list[list[deque]] = [[deque() for _ in range(r)] for r in range(self.nranks)]
         self._front: deque[int] = deque()
         self._expiry: list = []
+        self._arrivals: list = []
+        self.max_tokens = 0  # longest request queued since the queue was last empty (an upper bound)
         self._req: dict[int, Request] = {}
         self._level: dict[int, int] = {}
         self.count_by_rank = [0] * self.nranks
@@ -72,6 +74,9 @@ class PoolQueue:
         self.count_by_rank[req.rank] += 1
         self.tokens_by_rank[req.rank] += req.num_tokens
         heapq.heappush(self._expiry, (req.deadline, req.seq, req.id))
+        heapq.heappush(self._arrivals, (req.arrival, req.seq, req.id))
+        if req.num_tokens > self.max_tokens:
+            self.max_tokens = req.num_tokens
 
     def remove(self, req_id: int) -> Request | None:
         """Drop a request (dispatched, cancelled or expired); its heap entries go stale."""
@@ -81,6 +86,8 @@ class PoolQueue:
         del self._level[req_id]
         self.count_by_rank[req.rank] -= 1
         self.tokens_by_rank[req.rank] -= req.num_tokens
+        if not self._req:
+            self.max_tokens = 0
         return req
 
     # ------------------------------------------------------------ policy view
@@ -151,6 +158,12 @@ class PoolQueue:
         while exp and exp[0][2] not in self._req:
             heapq.heappop(exp)
         return exp[0][0] if exp else None
+
+    def oldest_arrival(self) -> float | None:
+        arr = self._arrivals
+        while arr and arr[0][2] not in self._req:
+            heapq.heappop(arr)
+        return arr[0][0] if arr else None
 
     def ahead(self, rank: int) -> tuple[int, int]:
         """(requests, tokens) queued that run before a new request of native `rank`."""

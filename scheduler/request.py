@@ -85,6 +85,16 @@ class Request:
         return self.tasks[0] if len(self.tasks) == 1 else "+".join(sorted(self.tasks))
 
 
+def evolve(req: Request, *, status: Status | None = None, retries: int | None = None,
+           fair_tag: float | None = None) -> Request:
+    """`dataclasses.replace` for the three fields that change, ~5x cheaper (the simulator's hot path)."""
+    return Request(
+        req.id, req.tasks, req.pool, req.priority, req.deadline, req.num_tokens, req.arrival,
+        req.retries if retries is None else retries, req.status if status is None else status,
+        req.rank, req.seq, req.fair_tag if fair_tag is None else fair_tag,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """What a caller submits (pinned in docs/CONTRACTS.md). deadline_ms None → the class default."""

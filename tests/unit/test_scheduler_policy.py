@@ -123,10 +123,11 @@ def test_waits_to_fill_only_within_batch_wait_and_slack():
     plan = policy.plan_batch(policy.Snapshot(0.001, (tight,), 1), POOL, lat)
     assert not plan.go and plan.wake_at == pytest.approx(0.003)
     assert policy.plan_batch(policy.Snapshot(0.003, (tight,), 1), POOL, lat).go
-    # full batches and leftovers go at once
+    # full batches (by size or by tokens) go at once
     full = tuple(req(i, arrival=0.0) for i in range(1, 5))
     assert policy.plan_batch(policy.Snapshot(0.0, full, 4), POOL, lat).reason == "full"
-    assert policy.plan_batch(policy.Snapshot(0.0, full[:2], 9), POOL, lat).reason == "leftover"
+    long2 = (req(1, tokens=30), req(2, tokens=30))
+    assert policy.plan_batch(policy.Snapshot(0.0, long2, 2), POOL, lat).reason == "full"
 
 
 def test_expiry():
