@@ -216,4 +216,6 @@ def _mount_openai(app: FastAPI, backend: Backend, settings: GatewaySettings, tas
         log.warning("generator configured but the OpenAI routes are unavailable: %s", err)
         return
     known = list(dict.fromkeys([*settings.generative_tasks]))
-    app.include_router(make_openai_router(backend.submit, backend.stream, settings.generator_model, known))
+    app.include_router(make_openai_router(
+        backend.submit, backend.stream, settings.generator_model, known,
+        priority_classes=list(settings.priority_classes), default_priority=settings.default_priority))
