@@ -61,14 +61,18 @@ class MultiTaskModel(nn.Module):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        tasks: Sequence[Sequence[str]],
+        tasks: str | Sequence[Sequence[str]],
         activate: bool = True,
-    ) -> list[dict[str, torch.Tensor]]:
+    ) -> list[dict[str, torch.Tensor]] | torch.Tensor:
         """Per example, `{task: output}` for the tasks it asked for, from ONE encoder pass.
 
         Outputs are activated (probabilities, normalized vectors) unless `activate=False`;
         per-token outputs keep the padded length (callers slice to the example's tokens).
+        `tasks` as one task name is the training path: that head's logits for the whole batch
+        (it goes through `forward` so a DDP wrapper sees the call and syncs gradients).
         """
+        if isinstance(tasks, str):
+            return self.forward_task(tasks, input_ids, attention_mask)
         if len(tasks) != input_ids.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} examples but {len(tasks)} task lists")
         for names in tasks:
