@@ -40,7 +40,7 @@ class SchedulerCore:
         self.config = config
         self.classes = {c.name: c for c in config.classes}
         self.pools = {p.name: p for p in config.pools}
-        self.queues = {name: PoolQueue(config) for name in self.pools}
+        self.queues = {name: PoolQueue(config, p) for name, p in self.pools.items()}
         self.models = {
             name: LatencyModel(p.prior, p, window=config.latency_window) for name, p in self.pools.items()
         }
@@ -78,14 +78,16 @@ class SchedulerCore:
             raise InvalidJob("tasks must name at least one task")
         self._seq += 1
         deadline = now + (deadline_ms / 1000.0 if deadline_ms is not None else cls.deadline_s)
-        req = Request(
-            id=self._seq if req_id is None else req_id, tasks=tuple(tasks), pool=pool, priority=priority,
-            deadline=deadline, num_tokens=int(num_tokens), arrival=now, rank=cls.rank, seq=self._seq,
-        )
-        key = (pool, cls.rank, req.flow)
+        tasks = tuple(tasks)
+        flow = tasks[0] if len(tasks) == 1 else "+".join(sorted(tasks))  # == Request.flow
+        key = (pool, cls.rank, flow)
         tag = policy.fair_tag(self._flow_tags.get(key, 0.0), self._virtual.get((pool, cls.rank), 0.0))
         self._flow_tags[key] = tag
-        return evolve(req, fair_tag=tag)
+        return Request(
+            id=self._seq if req_id is None else req_id, tasks=tasks, pool=pool, priority=priority,
+            deadline=deadline, num_tokens=int(num_tokens), arrival=now, rank=cls.rank, seq=self._seq,
+            fair_tag=tag,
+        )
 
     def admit(self, req: Request, now: float, replicas: int) -> Admission:
         """Admission decision (pure function over the current queue view)."""
@@ -109,11 +111,16 @@ class SchedulerCore:
         q.push(req)
         hold = self._hold.get(req.pool)
         if hold is not None:
-            cfg = self.pools[req.pool]
-            if len(q) >= cfg.max_batch_size or (len(q) + 1) * max(1, q.max_tokens) > cfg.max_batch_tokens:
+            if self._could_be_full(req.pool):
                 del self._hold[req.pool]  # a batch might be full now: plan for real
             else:
                 self._hold[req.pool] = min(hold, req.deadline - self._full_latency(req.pool))
+
+    def _could_be_full(self, pool: str) -> bool:
+        """Could any batch the policy might form from this queue be full (so go at once)?"""
+        q, cfg = self.queues[pool], self.pools[pool]
+        g = min(len(q), q.max_group)
+        return g >= cfg.max_batch_size or (g + 1) * max(1, q.max_tokens) > cfg.max_batch_tokens
 
     def _full_latency(self, pool: str) -> float:
         cfg = self.pools[pool]
@@ -129,8 +136,8 @@ class SchedulerCore:
         plan() can answer "wait" without a policy pass; the decision is unchanged.
         """
         q = self.queues[pool]
-        cfg = self.pools[pool]
-        if len(q) >= cfg.max_batch_size or (len(q) + 1) * max(1, q.max_tokens) > cfg.max_batch_tokens:
+        q.refresh_max_group()
+        if self._could_be_full(pool):
             self._hold.pop(pool, None)  # some other grouping of this queue could already be full
             return wake_at
         t_any = min(q.oldest_arrival() + self.pools[pool].batch_wait_s,

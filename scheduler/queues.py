@@ -15,16 +15,17 @@ The result equals `policy.order(...)` (a unit test checks it on random queues).
 from __future__ import annotations
 
 import heapq
-from collections import deque
+import math
+from collections import Counter, deque
 
-from scheduler.config import SchedulerConfig
+from scheduler.config import PoolConfig, SchedulerConfig
 from scheduler.request import Request
 
 FRONT = -1  # level of the retry lane
 
 
 class PoolQueue:
-    def __init__(self, config: SchedulerConfig):
+    def __init__(self, config: SchedulerConfig, pool: PoolConfig | None = None):
         self.fifo = config.queue_policy == "fifo"
         self.nranks = len(config.classes)
         self.max_wait = [c.max_wait_s for c in config.classes]
@@ -34,6 +35,12 @@ class PoolQueue:
         self._expiry: list = []
         self._arrivals: list = []
         self.max_tokens = 0  # longest request queued since the queue was last empty (an upper bound)
+        # Length buckets: a batch keeps longest <= length_ratio * shortest, so its members lie in at
+        # most 2 adjacent buckets of width log(length_ratio); 3 adjacent buckets bound any batch.
+        ratio = (pool or config.pools[0]).length_ratio
+        self._log_ratio = math.log(ratio) if ratio > 1.0 else 0.0
+        self._buckets: Counter = Counter()
+        self.max_group = 0  # upper bound on the size of any batch the policy could form now
         self._req: dict[int, Request] = {}
         self._level: dict[int, int] = {}
         self.count_by_rank = [0] * self.nranks
@@ -77,6 +84,12 @@ class PoolQueue:
         heapq.heappush(self._arrivals, (req.arrival, req.seq, req.id))
         if req.num_tokens > self.max_tokens:
             self.max_tokens = req.num_tokens
+        k = self.bucket(req.num_tokens)
+        b = self._buckets
+        b[k] += 1
+        g = max(b[k - 1] + b[k] + b[k + 1], b[k - 2] + b[k - 1] + b[k], b[k] + b[k + 1] + b[k + 2])
+        if g > self.max_group:
+            self.max_group = g
 
     def remove(self, req_id: int) -> Request | None:
         """Drop a request (dispatched, cancelled or expired); its heap entries go stale."""
@@ -86,9 +99,21 @@ class PoolQueue:
         del self._level[req_id]
         self.count_by_rank[req.rank] -= 1
         self.tokens_by_rank[req.rank] -= req.num_tokens
+        self._buckets[self.bucket(req.num_tokens)] -= 1
         if not self._req:
             self.max_tokens = 0
+            self.max_group = 0
         return req
+
+    def bucket(self, num_tokens: int) -> int:
+        t = max(1, num_tokens)
+        return int(math.log(t) / self._log_ratio) if self._log_ratio else t
+
+    def refresh_max_group(self) -> int:
+        """Recompute the bound exactly (it only grows between recomputations)."""
+        b = self._buckets
+        self.max_group = max((b[k - 1] + b[k] + b[k + 1] for k in list(b) if b[k]), default=0)
+        return self.max_group
 
     # ------------------------------------------------------------ policy view
 
