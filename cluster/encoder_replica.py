@@ -53,9 +53,11 @@ class EncoderCore:
 
         self.placement = _placement()
         self.device = "cpu"
+        self.cuda_fallback = False
         if num_gpus > 0 and torch.cuda.is_available():
             self.device = "cuda"
         elif num_gpus > 0:
+            self.cuda_fallback = True
             logger.warning(
                 "EncoderReplica asked for %s GPU(s) and got ids %s, but torch.cuda.is_available() "
                 "is false (logical GPU on a CPU node?): running on CPU in float32.",
@@ -125,6 +127,7 @@ class EncoderCore:
             "errors": self.errors,
             "encoder_passes": self.encoder_passes(),
             "device": self.device,
+            "cuda_fallback": self.cuda_fallback,
             **self.placement,
         }
 
@@ -146,13 +149,14 @@ class EncoderReplica:
     async def run_batch(self, payloads: list[dict]) -> list[dict]:
         return await self.core.run_batch(payloads)
 
-    def counters(self) -> dict[str, Any]:
+    # async: these run on the replica's event loop, never concurrently with the counter updates.
+    async def counters(self) -> dict[str, Any]:
         return self.core.counters()
 
-    def check_health(self) -> None:
+    async def check_health(self) -> None:
         self.core.check_health()
 
-    def record_autoscaling_stats(self) -> dict[str, float]:
+    async def record_autoscaling_stats(self) -> dict[str, float]:
         return self.core.autoscaling_stats()
 
 
