@@ -53,7 +53,7 @@ class FakeReplica:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -78,6 +78,7 @@ def run_policy(policy: str):
     replicas = [FakeReplica.remote(A_S, B_S) for _ in range(REPLICAS)]
     ray.get([r.run_batch.remote([]) for r in replicas])  # started before the clock runs
     sched = remote_scheduler(config(policy), {"encoder": replicas})
+    ray.get(sched.stats.remote())  # started: otherwise the first seconds of the trace arrive as one burst
     outcomes = asyncio.run(replay(sched, TRACE))
     stats = ray.get(sched.stats.remote())
     for h in [sched, *replicas]:
