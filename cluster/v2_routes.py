@@ -230,9 +230,21 @@ def make_v2_router(edge: Edge) -> APIRouter:
 
     infer_extra = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": INFER_BODY_SCHEMA}}}}
-    for prefix in ("/models/{task}", "/models/{task}/versions/{version}"):
-        router.add_api_route(prefix, model_metadata, methods=["GET"], summary="Model (task) metadata")
-        router.add_api_route(prefix + "/ready", model_ready, methods=["GET"], summary="Model readiness")
-        router.add_api_route(prefix + "/infer", infer, methods=["POST"], summary="Inference",
+    # Unversioned routes get wrappers without `version`, so it is not offered as a query parameter.
+    async def metadata_latest(task: str) -> dict:
+        return await model_metadata(task)
+
+    async def ready_latest(task: str) -> JSONResponse:
+        return await model_ready(task)
+
+    async def infer_latest(task: str, request: Request) -> Response:
+        return await infer(task, request)
+
+    for prefix, handlers in (("/models/{task}", (metadata_latest, ready_latest, infer_latest)),
+                             ("/models/{task}/versions/{version}", (model_metadata, model_ready, infer))):
+        meta, ready_fn, infer_fn = handlers
+        router.add_api_route(prefix, meta, methods=["GET"], summary="Model (task) metadata")
+        router.add_api_route(prefix + "/ready", ready_fn, methods=["GET"], summary="Model readiness")
+        router.add_api_route(prefix + "/infer", infer_fn, methods=["POST"], summary="Inference",
                              openapi_extra=infer_extra)
     return router
