@@ -21,3 +21,7 @@ try:  # noqa: SIM105
     from cluster.cli import bench_cmds  # noqa: F401
 except ImportError:  # pragma: no cover
     pass
+try:  # noqa: SIM105 - `mtc bench serve` (serving benchmark) hangs off bench_cmds' bench_app
+    from cluster.cli import bench_serve_cmds  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass

@@ -1,0 +1,49 @@
+"""`mtc bench serve`: the serving benchmark (bench/serve_bench.py) as a subcommand of `mtc bench`."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from cluster.cli.bench_cmds import bench_app
+
+
+def _load_bench():
+    # bench/ is a directory of drivers next to the packages, not an installed package.
+    root = Path(__file__).resolve().parents[2]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench import serve_bench  # noqa: PLC0415
+
+    return serve_bench
+
+
+@bench_app.command("serve")
+def bench_serve(
+    bundle: Path = typer.Argument(Path("bundles/default"), help="Bundle directory to serve."),
+    duration_s: float = typer.Option(15.0, "--duration-s", help="Seconds per measurement."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Model batch size (raw loop and scheduler)."),
+    texts_per_request: int = typer.Option(4, "--texts-per-request", help="(a) texts per HTTP request."),
+    concurrency: int = typer.Option(16, "--concurrency", help="(a) closed-loop clients; (b) uses twice this."),
+    deadline_ms: float = typer.Option(500.0, "--deadline-ms", help="(c) interactive deadline."),
+    report: Path = typer.Option(None, "--report", help="Report path (default bench/reports/serve.md)."),
+) -> None:
+    """Full stack vs raw model, one pass vs 3 single-task deployments, deadlines under 2x overload."""
+    sb = _load_bench()
+    if not bundle.is_dir():
+        typer.secho(f"error: bundle {bundle} not found (./quickstart builds bundles/default)", fg="red", err=True)
+        raise typer.Exit(2)
+    results = sb.run_serve_bench(str(bundle.resolve()), duration_s=duration_s, batch_size=batch_size,
+                                 texts_per_request=texts_per_request, concurrency=concurrency,
+                                 interactive_deadline_ms=deadline_ms)
+    command = "mtc bench serve " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 3 else "mtc bench serve"
+    kwargs = {"report": report, "plot": report.with_suffix(".png")} if report else {}
+    path = sb.write_report(results, command, **kwargs)
+    (path.with_suffix(".json")).write_text(json.dumps(results, indent=2, default=str))
+    typer.echo(json.dumps({k: results[k] for k in ("ratio_a", "ratio_b")}, indent=None))
+    typer.echo(f"interactive attainment: ours {results['ours_c']['interactive_attainment']}, "
+               f"baseline {results['baseline_c']['interactive_attainment']}")
+    typer.echo(f"report: {path}")
