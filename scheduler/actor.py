@@ -111,6 +111,7 @@ class SchedulerActor:
         s = self.core.stats()
         s["replicas"] = {name: self.replicas(name) for name in self.core.pools}
         s["pending"] = len(self._pending)
+        s["metrics"] = type(self.metrics).__name__
         return s
 
     async def close(self) -> None:

@@ -118,8 +118,8 @@ def test_priority_beats_fifo_under_2x_overload_and_simulator_agrees(ray_local):
     sim_fifo = simulate(config("fifo"), TRACE, REPLICAS, model).attainment("interactive")
     print(f"simulator: priority_edf {sim_prio:.4f}  fifo {sim_fifo:.4f}")
     assert abs(sim_prio - att_prio) <= 0.05  # the Done-when criterion
-    # FIFO's attainment hinges on exactly when the queue crosses the deadline, which the loaded
-    # real system reaches a little earlier than the model: a looser check, reported as measured.
+    # FIFO's attainment hinges on exactly when the queue crosses the deadline, which a stall of the
+    # loaded real system can shift: a looser check than the Done-when one, reported as measured.
     assert abs(sim_fifo - att_fifo) <= 0.10
 
 
@@ -140,5 +140,6 @@ def test_killing_a_replica_mid_batch_loses_no_request(ray_local):
     assert [o.result for o in outcomes] == [{"echo": i} for i in range(48)]
     assert stats["replicas"]["encoder"] == 2
     assert stats["counts"] == {"done": 48}
+    assert stats["metrics"] == "RayMetrics"  # exported through ray.util.metrics inside Ray (and it worked)
     for h in [sched, *replicas[1:]]:
         ray.kill(h)
