@@ -169,8 +169,7 @@ def train_on_ray(config: TasksConfig, out_dir: str | Path, workers: int = 2, use
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     out = Path(out_dir).resolve()
-    storage = str(Path(storage_path).resolve()) if storage_path is not None and "://" not in str(storage_path) \
-        else (str(storage_path) if storage_path is not None else str(out.parent / f"{out.name}.ray"))
+    storage = _storage_uri(storage_path, out)
     name = run_name or f"mtl-train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
     started_ray = False
@@ -204,6 +203,15 @@ def train_on_ray(config: TasksConfig, out_dir: str | Path, workers: int = 2, use
                            resumed_from_step=int(metrics.get("resumed_from_step", 0)), metrics=metrics)
 
 
+def _storage_uri(storage_path: str | Path | None, out: Path) -> str:
+    """Ray wants an absolute local path or a URI (s3://, gs://, ...); default beside the bundle."""
+    if storage_path is None:
+        return str(out.parent / f"{out.name}.ray")
+    if "://" in str(storage_path):
+        return str(storage_path)
+    return str(Path(storage_path).resolve())
+
+
 def _install_bundle(checkpoint, out: Path) -> None:
     """Copy the final checkpoint (the bundle) to `out` as save_bundle would: into the directory,
     the manifest removed first and written last, so a half-copied bundle never loads."""
@@ -220,6 +228,7 @@ def _install_bundle(checkpoint, out: Path) -> None:
 
 
 def train(config: TasksConfig, out_dir: str | Path, *, workers: int = 2, use_gpu: bool = False,
-          **options) -> Path:
-    """`mtl.train.train` on Ray Train (what `mtc train --workers N [--gpu]` calls): the bundle path."""
-    return train_on_ray(config, out_dir, workers, use_gpu, **options).bundle_dir
+          progress: bool = True, **options) -> Path:
+    """`mtl.train.train` on Ray Train (what `mtc train --workers N [--gpu]` calls): the bundle path.
+    `progress` shows the workers' output (rank 0's progress bar) on the driver."""
+    return train_on_ray(config, out_dir, workers, use_gpu, progress=progress, **options).bundle_dir
