@@ -13,6 +13,7 @@ await a future per request; every accepted request's future is resolved exactly 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from scheduler.pools import ReplicaPool, as_pool
 from scheduler.request import Job, Outcome, Request, Status
 
 MAX_IDLE_S = 0.5
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -136,31 +138,40 @@ class SchedulerActor:
     async def _dispatch_loop(self) -> None:
         while True:
             self._wake.clear()
-            now = self.clock()
-            wake_at = now + MAX_IDLE_S
-            for name in self.core.pools:
-                for req in self.core.expire(name, now):
-                    self._finish(req.id, Status.EXPIRED, now, error="deadline passed while queued")
-                replicas = self.replicas(name)
-                while True:
-                    d, when = self.core.plan(name, now, replicas)
-                    if d is None:
-                        break
-                    self._start(d, now)
-                if when is not None:
-                    wake_at = min(wake_at, when)
-                nd = self.core.queues[name].next_deadline()
-                if nd is not None:
-                    wake_at = min(wake_at, nd)
-                q = self.core.queues[name]
-                for c in self.config.classes:
-                    self.metrics.queue_depth(name, c.name, q.count_by_rank[c.rank])
-                self.metrics.replicas(name, replicas)
+            try:
+                wake_at = self._dispatch_pass()
+            except Exception:  # noqa: BLE001 - a bug here must not strand every waiting caller
+                logger.exception("scheduler dispatch pass failed; retrying")
+                wake_at = self.clock() + 0.1
             timeout = max(0.0, wake_at - self.clock())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except (asyncio.TimeoutError, TimeoutError):
                 pass
+
+    def _dispatch_pass(self) -> float:
+        """Expire, then start every batch the policy allows; returns when to look again."""
+        now = self.clock()
+        wake_at = now + MAX_IDLE_S
+        for name in self.core.pools:
+            for req in self.core.expire(name, now):
+                self._finish(req.id, Status.EXPIRED, now, error="deadline passed while queued")
+            replicas = self.replicas(name)
+            while True:
+                d, when = self.core.plan(name, now, replicas)
+                if d is None:
+                    break
+                self._start(d, now)
+            if when is not None:
+                wake_at = min(wake_at, when)
+            nd = self.core.queues[name].next_deadline()
+            if nd is not None:
+                wake_at = min(wake_at, nd)
+            q = self.core.queues[name]
+            for c in self.config.classes:
+                self.metrics.queue_depth(name, c.name, q.count_by_rank[c.rank])
+            self.metrics.replicas(name, replicas)
+        return wake_at
 
     def _start(self, d: Dispatch, now: float) -> None:
         for r in d.batch:
@@ -176,7 +187,11 @@ class SchedulerActor:
         try:
             if pool is None:
                 raise RuntimeError(f"pool {d.pool!r} has no replicas attached")
-            results = await pool.run_batch([self._pending[r.id].payload for r in d.batch])
+            # A hung replica must not strand its requests: give up once every member's deadline has
+            # passed (plus a grace of a few predicted batch times); the retry path then expires them.
+            timeout = max(r.deadline for r in d.batch) - started + max(1.0, 4 * d.predicted_s)
+            results = await asyncio.wait_for(
+                pool.run_batch([self._pending[r.id].payload for r in d.batch]), timeout)
             if len(results) != len(d.batch):
                 raise RuntimeError(f"replica returned {len(results)} results for {len(d.batch)} payloads")
         except asyncio.CancelledError:

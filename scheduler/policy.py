@@ -6,10 +6,13 @@ exactly the same decisions. The mechanism (queues.py, core.py, actor.py) only mo
 Ordering (`priority_edf`):
   1. effective rank: the class rank, lowered by one for every `max_wait_s` the request has waited
      (aging: a batch request that waited long enough competes with interactive ones);
-  2. earliest deadline first within an effective rank;
-  3. ties on deadline go round-robin over flows (tasks) by start tag, so a task that floods the queue
+  2. within an effective rank, promoted requests first: they have waited at least `max_wait_s`,
+     and with EDF alone a promoted request's long class deadline would keep it behind the class it
+     was promoted into forever (starvation by another name);
+  3. earliest deadline first;
+  4. ties on deadline go round-robin over flows (tasks) by start tag, so a task that floods the queue
      with equal deadlines cannot starve another task's requests;
-  4. arrival order.
+  5. arrival order.
 `fifo` is the baseline the tests compare against: arrival order only.
 """
 from __future__ import annotations
@@ -61,7 +64,7 @@ def order_key(req: Request, now: float, max_wait_by_rank: Sequence[float], polic
     if policy == "fifo":
         return (0, req.arrival, req.seq)
     eff = effective_rank(req.rank, now - req.arrival, max_wait_by_rank[req.rank])
-    return (eff, req.deadline, req.fair_tag, req.seq)
+    return (eff, 0 if eff < req.rank else 1, req.deadline, req.fair_tag, req.seq)
 
 
 def order(requests: Iterable[Request], now: float, config: SchedulerConfig) -> list[Request]:

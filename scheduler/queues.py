@@ -3,7 +3,7 @@
 Design note. policy.order_key sorts by (effective rank, deadline, fair tag, seq), where the effective
 rank drops as a request ages. Re-sorting the whole queue per batch would be O(n log n) per dispatch,
 too slow for the simulator at 50,000 req/s. Instead:
-  * one heap per effective rank keyed by (deadline, fair_tag, seq);
+  * one heap per effective rank keyed by (native 1 / promoted 0, deadline, fair_tag, seq);
   * per native rank and promotion count k, an arrival-ordered deque: requests are promoted in the
     order they arrived (promotion time = arrival + (k+1)·max_wait_s), so only deque fronts are
     checked; a promoted request is pushed into the next heap and its old heap entry goes stale;
@@ -65,7 +65,7 @@ class PoolQueue:
             heapq.heappush(self._heaps[0], (req.arrival, req.seq, req.id))
             return
         self._level[req.id] = req.rank
-        heapq.heappush(self._heaps[req.rank], (req.deadline, req.fair_tag, req.seq, req.id))
+        heapq.heappush(self._heaps[req.rank], (1, req.deadline, req.fair_tag, req.seq, req.id))
         if req.rank > 0:
             self._aging[req.rank][0].append(req.id)
 
@@ -135,7 +135,7 @@ class PoolQueue:
                     lane.popleft()
                     level = rank - k - 1
                     self._level[rid] = level
-                    heapq.heappush(self._heaps[level], (req.deadline, req.fair_tag, req.seq, rid))
+                    heapq.heappush(self._heaps[level], (0, req.deadline, req.fair_tag, req.seq, rid))
                     if k + 1 < rank:
                         lanes[k + 1].append(rid)
 

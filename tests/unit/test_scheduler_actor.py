@@ -109,3 +109,54 @@ def test_cancelled_caller_drops_queued_request():
     assert out.status is Status.DONE
     assert [p for b in slow.batches for p in b] == [1]  # the cancelled one never ran
     assert s.stats()["counts"] == {"done": 1, "cancelled": 1}
+
+
+class HungReplica:
+    async def run_batch(self, payloads):
+        await asyncio.sleep(3600)
+
+
+def test_hung_replica_does_not_strand_requests():
+    async def main():
+        s = SchedulerActor(config(), {"encoder": LocalPool([HungReplica()])})
+        return await s.submit(job(1, deadline_ms=50)), s
+
+    out, s = run(main())  # the batch times out after deadline + 1 s grace, then the request expires
+    assert out.status is Status.EXPIRED
+    assert s.stats()["counts"] == {"expired": 1}
+
+
+class FakeMetric:
+    def __init__(self, name, description="", boundaries=None, tag_keys=()):
+        self.name, self.tag_keys, self.records = name, tuple(tag_keys), []
+
+    def _check(self, tags):
+        assert set(tags) == set(self.tag_keys), (self.name, tags, self.tag_keys)
+
+    def inc(self, value=1, tags=None):
+        self._check(tags)
+        self.records.append((value, tags))
+
+    observe = set = inc
+
+
+class FakeMetricsModule:
+    Counter = Gauge = Histogram = FakeMetric
+
+
+def test_ray_metrics_sink_tags_every_record_with_declared_keys():
+    from scheduler.metrics import RayMetrics
+
+    sink = RayMetrics(FakeMetricsModule())
+
+    async def main():
+        s = SchedulerActor(config(), {"encoder": LocalPool([FakeReplica()])}, metrics=sink)
+        outs = [await s.submit(job(1)), await s.submit(job(2, deadline_ms=1))]
+        s._dispatch_pass()
+        return outs
+
+    done, refused = run(main())
+    assert done.status is Status.DONE and refused.status is Status.REFUSED
+    assert sink._requests.records[0][1] == {"task": "t", "priority": "interactive", "pool": "encoder", "status": "done"}
+    assert len(sink._refusals.records) == 1 and sink._batch.records and sink._depth.records
+    assert {"task": "t", "priority": "interactive", "pool": "encoder", "met": "1"} in [t for _, t in sink._deadline.records]

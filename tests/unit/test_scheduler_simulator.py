@@ -98,3 +98,23 @@ def test_cli_simulate_and_find_replicas(tmp_path):
     assert "replicas needed: " in r.output
     r = runner.invoke(app, ["bench", "simulate", "--policy", "lifo"])
     assert r.exit_code != 0 and "lifo" in r.output
+
+
+def test_aging_keeps_batch_from_starving_under_saturating_interactive_load():
+    from scheduler.config import PriorityClass
+
+    def classes(max_wait_s):
+        return [PriorityClass(name="interactive", rank=0, deadline_s=1.0, max_queue=10_000, max_wait_s=max_wait_s),
+                PriorityClass(name="standard", rank=1, deadline_s=30.0, max_queue=10_000, max_wait_s=max_wait_s),
+                PriorityClass(name="batch", rank=2, deadline_s=5.0, max_queue=10_000, max_wait_s=max_wait_s)]
+
+    # interactive alone overloads the replica (1.5x) for 10 s, plus a trickle of batch work with a
+    # 5 s deadline; no admission control. Without aging every batch is all interactive while the
+    # overload lasts, so only batch requests from the last ~5 s (served after it ends) make it.
+    trace = list(poisson(1.5 * 444, 10.0, mix={"interactive": 0.98, "batch": 0.02}, seed=7))
+    aged = cfg().model_copy(update={"classes": classes(1.0), "admission": False})
+    no_aging = cfg().model_copy(update={"classes": classes(1000.0), "admission": False})
+    with_aging = simulate(aged, trace, 1, MODEL).classes["batch"]
+    without = simulate(no_aging, trace, 1, MODEL).classes["batch"]
+    assert without.get("done", 0) < 0.7 * without["submitted"]
+    assert with_aging.get("done", 0) > 0.95 * with_aging["submitted"]
