@@ -217,7 +217,7 @@ def status(
         else:
             import ray  # noqa: PLC0415
 
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
             replica_table = _replica_table(app_name)
             if replica_table is None:
                 console.print(f"[red]no Serve application {app_name!r} on this cluster[/red]")

@@ -87,3 +87,27 @@ def test_policy_reads_the_custom_metric():
     assert desired == 4 and state["reporting_replicas"] == 2
     with pytest.raises(ValueError, match="target_utilization"):
         LoadPolicy(target_utilization=0)
+
+
+def test_cli_export_config_writes_a_deployable_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    out = tmp_path / "deploy.yaml"
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "8123", "--export-config", str(out)])
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(out.read_text())
+    ServeDeploySchema.model_validate(data)
+    assert data["http_options"]["port"] == 8123
+    assert data["applications"][0]["args"]["bundle"] == str(tmp_path.resolve())
+
+
+def test_cli_serve_without_bundle_says_what_to_do(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no bundles/default here
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "no bundle" in result.output
