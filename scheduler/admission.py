@@ -21,6 +21,8 @@ class QueueView:
 
     `ahead_requests`/`ahead_tokens`: queued work of this pool that runs before the new request
     (higher-or-equal priority; the mechanism computes it from per-class counters).
+    `higher_load`: the share of replica time that more urgent classes have recently been using; it
+    will keep arriving and overtake this request, so only the rest of the capacity serves its queue.
     """
 
     now: float
@@ -30,6 +32,7 @@ class QueueView:
     inflight_batches: int
     class_queued: int
     class_max_queue: int
+    higher_load: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,8 @@ def predict_wait_s(view: QueueView, pool: PoolConfig, params: LatencyParams) -> 
     """Time until a replica slot would start on the new request's batch.
 
     Queue ahead in replica-seconds (as full batches: under load that is what forms) divided by the
-    live replicas, plus on average half a batch still running on every busy replica.
+    replica capacity left over by more urgent classes, plus on average half a batch still running
+    on every busy replica.
     """
     replicas = max(1, view.replicas)
     n = view.ahead_requests
@@ -55,7 +59,8 @@ def predict_wait_s(view: QueueView, pool: PoolConfig, params: LatencyParams) -> 
         return residual
     batches = max(n / pool.max_batch_size, view.ahead_tokens / pool.max_batch_tokens)
     work = batches * params.a_s + params.b_s * n + params.c_s * view.ahead_tokens
-    return work / replicas + residual
+    spare = max(0.1, 1.0 - view.higher_load)  # never predict less than a tenth of the capacity
+    return work / (replicas * spare) + residual
 
 
 def _mean_tokens(view: QueueView) -> int:

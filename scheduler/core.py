@@ -10,6 +10,7 @@ dispatched in a batch) → complete (done) | fail (requeued at the front, or fai
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from scheduler.latency import LatencyModel
 from scheduler.queues import PoolQueue
 from scheduler.request import Request, Status, evolve
 
+LOAD_TAU_S = 5.0  # memory of the per-class load estimate used by admission
 WINDOW_BATCHES = 4  # the policy sees the top (4 · max_batch_size) requests: room for length grouping
 
 
@@ -57,6 +59,8 @@ class SchedulerCore:
         self.batches = 0
         self.batched_requests = 0
         self.refusals: Counter = Counter()  # (class, reason kind) -> count
+        # Admitted work per (pool, rank) in replica-seconds per second, decayed over LOAD_TAU_S.
+        self._load: dict[tuple[str, int], tuple[float, float]] = {}
 
     # ------------------------------------------------------------ arrival
 
@@ -98,17 +102,29 @@ class SchedulerCore:
             return Admission(True, "admission off", None, 0.0)
         q = self.queues[req.pool]
         n, t = q.ahead(req.rank)
+        higher = 0.0
+        if not q.fifo and req.rank > 0 and replicas > 0:
+            higher = sum(self._load_rate(req.pool, r, now) for r in range(req.rank)) / replicas
         view = QueueView(
             now=now, replicas=replicas, ahead_requests=n, ahead_tokens=t,
             inflight_batches=self.inflight[req.pool], class_queued=q.count_by_rank[req.rank],
-            class_max_queue=self.classes[req.priority].max_queue,
+            class_max_queue=self.classes[req.priority].max_queue, higher_load=higher,
         )
         return admit(req.deadline, req.num_tokens, view, pool, self.models[req.pool].params,
                      self.config.admission_margin)
 
+    def _load_rate(self, pool: str, rank: int, now: float) -> float:
+        rate, at = self._load.get((pool, rank), (0.0, now))
+        return rate * math.exp(-(now - at) / LOAD_TAU_S) if now > at else rate
+
     def enqueue(self, req: Request) -> None:
         q = self.queues[req.pool]
         q.push(req)
+        # the replica time this request will take (its share of a full batch), into the class load
+        cfg, p = self.pools[req.pool], self.models[req.pool].params
+        work = p.a_s / cfg.max_batch_size + p.b_s + p.c_s * req.num_tokens
+        key = (req.pool, req.rank)
+        self._load[key] = (self._load_rate(req.pool, req.rank, req.arrival) + work / LOAD_TAU_S, req.arrival)
         hold = self._hold.get(req.pool)
         if hold is not None:
             if self._could_be_full(req.pool):

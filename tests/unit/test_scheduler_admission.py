@@ -89,3 +89,37 @@ def test_status_order_and_terminals():
     assert all(Status.DISPATCHED < s for s in TERMINAL)
     assert {s.value for s in TERMINAL} == {"done", "failed", "refused", "expired", "cancelled"}
     assert not Status.QUEUED.terminal and Status.EXPIRED.terminal
+
+
+def test_capacity_taken_by_more_urgent_classes_lengthens_the_predicted_wait():
+    from dataclasses import replace
+
+    from scheduler.admission import predict_wait_s
+
+    v = view(ahead=80)
+    assert predict_wait_s(replace(v, higher_load=0.5), POOL, PARAMS) == pytest.approx(
+        2 * predict_wait_s(v, POOL, PARAMS) - 0.0, rel=0.01)
+    # 80 ahead on 2 replicas is fine alone (0.65 s), not when interactive takes 60% of the replicas
+    assert admit(1.5, 10, v, POOL, PARAMS).accepted
+    assert not admit(1.5, 10, replace(v, higher_load=0.6), POOL, PARAMS).accepted
+
+
+def test_core_tracks_the_load_of_more_urgent_classes():
+    cfg = SchedulerConfig(pools=[PoolConfig(name="encoder", max_batch_size=8,
+                                            prior=LatencyPrior(a_s=0.08, b_s=0.01, c_s=0.0))])
+    core = SchedulerCore(cfg)
+    # 5 s of interactive at 40 req/s = 0.8 replica-seconds/s on 1 replica
+    for i in range(200):
+        r = core.new_request(("t",), "encoder", "interactive", None, 10, now=i * 0.025)
+        core.enqueue(r)
+        core.queues["encoder"].remove(r.id)  # served: only the load estimate remains
+    rate = core._load_rate("encoder", 0, 5.0)
+    assert 0.3 < rate < 0.8  # an exponentially decayed estimate approaching 0.8 from below
+    for _ in range(40):
+        core.enqueue(core.new_request(("t",), "encoder", "batch", None, 10, now=5.0))
+    late = core.new_request(("t",), "encoder", "batch", 1500, 10, now=5.0)
+    assert not core.admit(late, now=5.0, replicas=1).accepted
+    fresh = SchedulerCore(cfg)
+    for _ in range(40):
+        fresh.enqueue(fresh.new_request(("t",), "encoder", "batch", None, 10, now=5.0))
+    assert fresh.admit(fresh.new_request(("t",), "encoder", "batch", 1500, 10, now=5.0), now=5.0, replicas=1).accepted
