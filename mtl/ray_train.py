@@ -7,8 +7,9 @@ Design note. Each Ray Train worker runs the SAME in-process loop as `mtc train`
   per step leaves the other heads without gradients; every rank trains the same task, so the
   unused set agrees across ranks).
 - `report_fn`: at each evaluation every rank calls `ray.train.report` (it is a barrier); rank 0
-  alone writes the full training state (`train_state.pt`: model, optimizer, LR schedule,
-  weighting, sampler RNG, batch-stream positions, step, best weights) as the checkpoint.
+  writes the full training state (`train_state.pt`: model, optimizer, LR schedule, weighting,
+  sampler RNG, step, best weights) and every rank its own dropout RNG and data-shard positions
+  (`rank_N.pt`); Ray Train merges them into one checkpoint directory.
 - Resumption: when a worker dies, Ray Train (FailureConfig.max_failures) restarts the whole worker
   group and `ray.train.get_checkpoint()` hands every rank the latest registered checkpoint; the
   loop continues from its step with the same sampler sequence.
@@ -37,7 +38,10 @@ from typing import Any
 from mtl.bundle import MANIFEST
 from mtl.config import TasksConfig
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = "train_state.pt"  # rank 0: model, optimizer, schedule, weighting, sampler, step, best
+# Per rank: what differs between ranks (dropout RNG, positions in the rank's own data shard).
+RANK_STATE_FILE = "rank_{rank}.pt"
+PER_RANK_KEYS = ("torch_rng", "streams")
 # mtl.bundle's manifest, written last: its presence marks the final (bundle) checkpoint
 BUNDLE_MANIFEST = MANIFEST
 
@@ -111,6 +115,9 @@ def _train_worker(loop_config: dict) -> dict:
                 # The final bundle was already reported (a failure after it): nothing left to do.
                 return {"rank": rank, "resumed_from_step": -1, "already_finished": True}
             resume_state = torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+            own = Path(ckpt_dir) / RANK_STATE_FILE.format(rank=rank)
+            if own.is_file():  # this rank's dropout RNG and shard positions, not rank 0's
+                resume_state.update(torch.load(own, map_location="cpu", weights_only=False))
         resumed_from = int(resume_state["step"])
 
     def wrap_model(model):
@@ -121,11 +128,13 @@ def _train_worker(loop_config: dict) -> dict:
         scalars = {**_scalar_metrics(metrics), "step": float(state["step"]),
                    "resumed_from_step": float(resumed_from), "final": 0.0}
         with tempfile.TemporaryDirectory(prefix="mtl-ckpt-") as tmp:
-            ckpt = None
+            # Every rank adds its own small file; Ray Train merges the ranks' files into one
+            # checkpoint directory. Rank 0 alone writes the (large) shared state.
+            torch.save({k: state[k] for k in PER_RANK_KEYS if k in state},
+                       Path(tmp) / RANK_STATE_FILE.format(rank=rank))
             if rank == 0:
                 torch.save(state, Path(tmp) / STATE_FILE)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(scalars, checkpoint=ckpt)
+            ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         _maybe_crash(loop_config.get("crash_flag"), rank, world_size)
 
     with tempfile.TemporaryDirectory(prefix="mtl-bundle-") as tmp:
