@@ -28,7 +28,7 @@ def bench_serve(
     batch_size: int = typer.Option(32, "--batch-size", help="Model batch size (raw loop and scheduler)."),
     texts_per_request: int = typer.Option(4, "--texts-per-request", help="(a) texts per HTTP request."),
     concurrency: int = typer.Option(16, "--concurrency", help="(a) closed-loop clients; (b) uses twice this."),
-    deadline_ms: float = typer.Option(500.0, "--deadline-ms", help="(c) interactive deadline."),
+    deadline_ms: float = typer.Option(2000.0, "--deadline-ms", help="(c) interactive deadline."),
     report: Path = typer.Option(None, "--report", help="Report path (default bench/reports/serve.md)."),
 ) -> None:
     """Full stack vs raw model, one pass vs 3 single-task deployments, deadlines under 2x overload."""
