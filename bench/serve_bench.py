@@ -275,7 +275,7 @@ def _wait_http(url: str, path: str, timeout_s: float = 180) -> None:
 
 
 def run_serve_bench(bundle_path: str, *, duration_s: float = 15.0, batch_size: int = 32,
-                    texts_per_request: int = 4, concurrency: int = 16, interactive_deadline_ms: float = 2000.0,
+                    texts_per_request: int = 8, concurrency: int = 16, interactive_deadline_ms: float = 2000.0,
                     interactive_frac: float = 0.3, log=print) -> dict:
     import ray  # noqa: PLC0415
     from ray import serve  # noqa: PLC0415

@@ -106,7 +106,10 @@ class GatewayConfig(_Strict):
     """The HTTP ingress: cheap, parallel; scales on Serve's own ongoing-request policy."""
 
     num_cpus: float = Field(0.5, ge=0)
-    max_ongoing_requests: int = Field(256, ge=1)
+    # High on purpose: requests must reach the scheduler, where priority and admission apply. With
+    # a low cap, overload backs up in Serve's proxy queue instead, which is FIFO and blind to
+    # priority (measured: interactive p50 4.7 s at 2x overload with 256; see bench/reports/serve.md).
+    max_ongoing_requests: int = Field(4096, ge=1)
     autoscaling: Autoscaling = Autoscaling(
         policy="ongoing_requests", min_replicas=1, max_replicas=2, target_ongoing_requests=64
     )

@@ -26,7 +26,7 @@ def bench_serve(
     bundle: Path = typer.Argument(Path("bundles/default"), help="Bundle directory to serve."),
     duration_s: float = typer.Option(15.0, "--duration-s", help="Seconds per measurement."),
     batch_size: int = typer.Option(32, "--batch-size", help="Model batch size (raw loop and scheduler)."),
-    texts_per_request: int = typer.Option(4, "--texts-per-request", help="(a) texts per HTTP request."),
+    texts_per_request: int = typer.Option(8, "--texts-per-request", help="(a) texts per HTTP request."),
     concurrency: int = typer.Option(16, "--concurrency", help="(a) closed-loop clients; (b) uses twice this."),
     deadline_ms: float = typer.Option(2000.0, "--deadline-ms", help="(c) interactive deadline."),
     report: Path = typer.Option(None, "--report", help="Report path (default bench/reports/serve.md)."),

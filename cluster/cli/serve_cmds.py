@@ -61,6 +61,14 @@ def sample_curl(url: str, tasks: list[str]) -> str:
     return f"curl -s -X POST {url}/v1/predict -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
 
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def connect_ray(address: str | None, num_cpus: int | None, detach: bool) -> None:
     """Join `address`, or start a local Ray. A detached local deployment needs a Ray that outlives
     this process, so it starts one with `ray start --head` (stop it with `ray stop`)."""
@@ -70,12 +78,13 @@ def connect_ray(address: str | None, num_cpus: int | None, detach: bool) -> None
     if address is None and detach:
         cpus = num_cpus or max(os.cpu_count() or 1, 4)
         ray_bin = Path(sys.executable).with_name("ray")
+        port = _free_port()  # not 6379: never collide with another local Ray
         subprocess.run(
-            [str(ray_bin), "start", "--head", f"--num-cpus={cpus}", "--include-dashboard=false",
-             "--disable-usage-stats"],
+            [str(ray_bin), "start", "--head", f"--port={port}", f"--num-cpus={cpus}",
+             "--include-dashboard=false", "--disable-usage-stats"],
             check=True, stdout=subprocess.DEVNULL,
         )
-        address = "auto"
+        address = f"127.0.0.1:{port}"
     if address is None:
         # Logical CPUs may exceed the cores: replicas are mostly waiting, and autoscaling needs room.
         ray.init(num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False,
