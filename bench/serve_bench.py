@@ -253,9 +253,9 @@ def baseline_all_tasks_app(bundle_path: str, tasks: list[str], max_batch_size: i
                                            [tasks] * len(texts))
             return [{t: float(np.asarray(o[t]).ravel()[0]) for t in tasks} for o in outs]
 
-        async def __call__(self, request) -> dict:
+        async def __call__(self, request) -> list:
             body = await request.json()
-            return await self.infer(body["text"])
+            return list(await asyncio.gather(*(self.infer(t) for t in body["texts"])))
 
     return AllTasks.bind(bundle_path)
 
@@ -312,6 +312,10 @@ def run_serve_bench(bundle_path: str, *, duration_s: float = 15.0, batch_size: i
         log(f"(a) full stack: {concurrency} clients x {texts_per_request} texts/request, all tasks, {duration_s:.0f} s")
         stack = asyncio.run(closed_loop(predict_many, concurrency, duration_s, texts_per_request, "full stack"))
         results["stack"] = stack.summary()
+        sched = serve.get_deployment_handle("Scheduler", app_name="mtc-bench").stats.remote().result(timeout_s=30)
+        enc = serve.get_deployment_handle("EncoderReplica", app_name="mtc-bench").counters.remote().result(timeout_s=30)
+        results["stack"]["mean_batch_size"] = round(enc["items"] / max(1, enc["batches"]), 1)
+        results["stack"]["scheduler_mean_batch_size"] = round(float(sched.get("mean_batch_size", 0.0)), 1)
         # The machine is shared and noisy: measure the raw loop again right after the stack (the
         # app idle) and compare against the FASTER of the two raw runs (never flatters the stack).
         log("(a) raw in-process model again, right after the stack run")
@@ -356,20 +360,30 @@ def run_serve_bench(bundle_path: str, *, duration_s: float = 15.0, batch_size: i
         for task in three:
             serve.delete(f"single-{task}")
 
-        # (c) 2x overload, same trace for both; capacity = our single-text 3-task rate with 1 replica.
+        # (c) 2x overload, same trace for both. Requests carry `texts_per_request` texts x 3 tasks so
+        # that the MODEL is the bottleneck (single-text requests saturate the HTTP path of a 2-core
+        # box first, and no scheduler can reorder work queued in front of it).
+        n = texts_per_request
         deploy_stack(bundle_path, 1, batch_size, interactive_deadline_ms / 1000)
         _wait_http(url, "/healthz")
-        asyncio.run(closed_loop(predict_three, b_conc, 3, 1, "warm-up"))
-        capacity = asyncio.run(closed_loop(predict_three, b_conc, max(5.0, duration_s / 2), 1, "capacity")).rate
+
+        async def predict_n(client, i):
+            body = {"texts": [texts[(i * n + k) % len(texts)] for k in range(n)], "tasks": three,
+                    "priority": "standard"}
+            return (await client.post(url + "/v1/predict", json=body)).status_code == 200
+
+        asyncio.run(closed_loop(predict_n, concurrency, 3, 1, "warm-up"))
+        capacity = asyncio.run(closed_loop(predict_n, concurrency, max(5.0, duration_s / 2), 1, "capacity")).rate
         rate = 2 * capacity
         trace = poisson_trace(rate, duration_s, interactive_frac, interactive_deadline_ms)
         results["c"] = {"capacity_rps": round(capacity, 2), "offered_rps": round(rate, 2),
-                        "requests": len(trace), "interactive_frac": interactive_frac,
+                        "requests": len(trace), "texts_per_request": n, "interactive_frac": interactive_frac,
                         "interactive_deadline_ms": interactive_deadline_ms}
         cap_s = 10.0
 
         async def ours_c(client, i, priority, deadline_ms):
-            body = {"texts": texts[i % len(texts)], "tasks": three, "priority": priority}
+            body = {"texts": [texts[(i * n + k) % len(texts)] for k in range(n)], "tasks": three,
+                    "priority": priority}
             if deadline_ms is not None:
                 body["deadline_ms"] = deadline_ms
             return (await client.post(url + "/v1/predict", json=body)).status_code
@@ -382,9 +396,10 @@ def run_serve_bench(bundle_path: str, *, duration_s: float = 15.0, batch_size: i
         serve.run(baseline_all_tasks_app(bundle_path, three, batch_size), name="fifo", route_prefix="/fifo")
 
         async def fifo_c(client, i, priority, deadline_ms):
-            return (await client.post(url + "/fifo", json={"text": texts[i % len(texts)]})).status_code
+            body = {"texts": [texts[(i * n + k) % len(texts)] for k in range(n)]}
+            return (await client.post(url + "/fifo", json=body)).status_code
 
-        asyncio.run(closed_loop(lambda c, i: _ok(fifo_c(c, i, "batch", None)), b_conc, 3, 1, "warm-up"))
+        asyncio.run(closed_loop(lambda c, i: _ok(fifo_c(c, i, "batch", None)), concurrency, 3, 1, "warm-up"))
         log("(c) baseline: one @serve.batch deployment (FIFO), same trace")
         base_c = asyncio.run(open_loop(fifo_c, trace, "plain @serve.batch (FIFO)", cap_s))
         results["baseline_c"] = base_c.summary()
@@ -419,7 +434,7 @@ def write_report(results: dict, command: str, report: Path = REPORT, plot: Path 
                 [100 * base_c["interactive_attainment"], 100 * ours_c["interactive_attainment"]],
                 color=["#999", "#2a7"])
     axes[2].set_ylim(0, 100)
-    axes[2].set_title("(c) interactive deadline attainment, 2x overload (%)")
+    axes[2].set_title("(c) interactive attainment at 2x overload (%)")
     fig.tight_layout()
     fig.savefig(plot, dpi=110)
 
@@ -448,7 +463,9 @@ def write_report(results: dict, command: str, report: Path = REPORT, plot: Path 
         f"{results['texts_per_request']} texts/request, latency per request) | {stack['rate']} | {stack['p50_ms']} | "
         f"{stack['p99_ms']} | {stack['errors']} |",
         "",
-        f"**Ratio stack/raw = {results['ratio_a']}** (goal >= 0.9).",
+        f"**Ratio stack/raw = {results['ratio_a']}** (goal >= 0.9). Mean batch the encoder replica ran "
+        f"during the stack run (its own counters, warm-up included): {stack.get('mean_batch_size')} texts "
+        f"(raw loop: {results['batch_size']}).",
         "",
         "## (b) 3-task requests: one encoder pass vs three single-task deployments",
         "",
@@ -466,7 +483,8 @@ def write_report(results: dict, command: str, report: Path = REPORT, plot: Path 
         "## (c) Interactive deadline attainment under 2x overload",
         "",
         f"Open-loop Poisson trace at {c['offered_rps']} req/s = 2 x the measured capacity of one encoder "
-        f"replica ({c['capacity_rps']} req/s, 1 text x 3 tasks), {c['requests']} requests, "
+        f"replica ({c['capacity_rps']} req/s; each request {c['texts_per_request']} texts x 3 tasks, so the model, "
+        f"not the HTTP path, is the bottleneck), {c['requests']} requests, "
         f"{int(100 * c['interactive_frac'])}% interactive with deadline {c['interactive_deadline_ms']:.0f} ms, "
         "the rest batch. Attainment = interactive requests answered 200 within their deadline / interactive "
         "requests sent (a refusal counts as a miss). Baseline: one plain `@serve.batch` deployment (FIFO, "
@@ -480,6 +498,20 @@ def write_report(results: dict, command: str, report: Path = REPORT, plot: Path 
         f"{ours_c['p99_ms']} | {ours_c['units']} | {ours_c['statuses']} |",
         "",
         f"![serving benchmark]({plot.name})",
+        "",
+        "## Reading these numbers",
+        "",
+        "- Single 2-core machine shared with other jobs while measuring: run-to-run spread is large "
+        "(the two raw runs above differ; repeat runs of this command moved ratio (a) between ~0.6 and ~0.7 "
+        "and ratio (b) between ~2.4 and ~2.7). Treat one run as one sample.",
+        "- (a) The stack pays for the HTTP proxy, the gateway (tokenize, post-process, JSON with a 384-float "
+        "embedding per text), the scheduler and the load generator on the second core, while the raw loop "
+        "owns a core; the replica's own batch size stays near the raw one (see above), so the gap is CPU "
+        "spent outside the model, not batching. On a GPU node the model moves off the CPU and this overhead "
+        "no longer competes with it.",
+        "- (c) With single-text requests the HTTP path, not the model, saturates first on 2 cores and queues "
+        "requests in front of the scheduler where no priority applies; requests carry several texts so the "
+        "backlog forms in the scheduler, as it would with a GPU-bound model.",
         "",
     ]
     report.write_text("\n".join(lines))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,6 +70,30 @@ def _wait_ready(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"served app not ready after {timeout_s:.0f} s: {last}")
 
 
+# Whether `served` started (and so owns) the Ray of this process; see `_release_served`.
+_OWNED = {"ray": False}
+
+
+def _release_served() -> None:
+    """Tear the session's Ray + Serve down (idempotent). Runs when the last e2e test is done (hook
+    below), so later test directories (integration/) can start their own Ray in this process."""
+    if not _OWNED["ray"]:
+        return
+    _OWNED["ray"] = False
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    # Only called for items under tests/e2e/: release Ray once the next test lives elsewhere.
+    if nextitem is None or Path(str(nextitem.path)).parent != Path(str(item.path)).parent:
+        _release_served()
+
+
 @pytest.fixture(scope="session")
 def served(tiny_bundle):
     import ray
@@ -80,13 +105,20 @@ def served(tiny_bundle):
     port = free_port()
     bundle_path = str(getattr(tiny_bundle, "path", None) or tiny_bundle)
     config = parse_serve_config({**E2E_CONFIG, "bundle": bundle_path, "http": {"port": port}})
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        _OWNED["ray"] = True
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_application(config), name=APP_NAME, route_prefix="/")
+        if not _OWNED["ray"]:
+            # Serve may already run in another module's Ray (its HTTP port, not ours, applies).
+            port = serve.context._get_global_client().http_config.port  # noqa: SLF001
         url = f"http://127.0.0.1:{port}"
         _wait_ready(url)
         yield Served(url=url, bundle_path=bundle_path, app_name=APP_NAME)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if _OWNED["ray"]:
+            _release_served()
+        elif ray.is_initialized():
+            serve.delete(APP_NAME)
