@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
-import sys
+import signal
 import time
 from pathlib import Path
 
@@ -61,33 +60,14 @@ def sample_curl(url: str, tasks: list[str]) -> str:
     return f"curl -s -X POST {url}/v1/predict -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
 
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def connect_ray(address: str | None, num_cpus: int | None, detach: bool) -> None:
-    """Join `address`, or start a local Ray. A detached local deployment needs a Ray that outlives
-    this process, so it starts one with `ray start --head` (stop it with `ray stop`)."""
+def connect_ray(address: str | None, num_cpus: int | None) -> None:
+    """Join `address`, or start a local Ray owned by this process (it ends with it)."""
     import ray  # noqa: PLC0415
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is None and detach:
-        cpus = num_cpus or max(os.cpu_count() or 1, 4)
-        ray_bin = Path(sys.executable).with_name("ray")
-        port = _free_port()  # not 6379: never collide with another local Ray
-        subprocess.run(
-            [str(ray_bin), "start", "--head", f"--port={port}", f"--num-cpus={cpus}",
-             "--include-dashboard=false", "--disable-usage-stats"],
-            check=True, stdout=subprocess.DEVNULL,
-        )
-        address = f"127.0.0.1:{port}"
     if address is None:
         # Logical CPUs may exceed the cores: replicas are mostly waiting, and autoscaling needs room.
-        ray.init(num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False,
+        ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False,
                  log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
@@ -133,7 +113,12 @@ def serve(
     except (ServeConfigError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    connect_ray(address, num_cpus, detach)
+    if detach and address is None:
+        console.print("[red]error:[/red] --detach needs a cluster that outlives this command: "
+                      "`ray start --head`, then `mtc serve --address auto --detach` (or run `mtc serve` "
+                      "in the background, as ./quickstart does)")
+        raise typer.Exit(2)
+    connect_ray(address, num_cpus)
     console.print(f"deploying {cfg.app_name} (bundle {cfg.bundle}) ...")
     url = deploy(cfg)
     console.print(f"[green]serving[/green] at {url}  (docs: {url}/docs)")
@@ -141,7 +126,9 @@ def serve(
     if detach:
         console.print("detached; `mtc status` shows it, `ray stop` (local) tears it down.")
         return
-    console.print("Ctrl-C to stop.")
+    console.print("Ctrl-C (or SIGTERM) to stop.")
+    # SIGTERM (kill PID, a supervisor) shuts down as cleanly as Ctrl-C: Serve, then the local Ray.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while True:
             time.sleep(3600)
@@ -150,6 +137,9 @@ def serve(
 
         console.print("shutting down ...")
         ray_serve.shutdown()
+        import ray  # noqa: PLC0415
+
+        ray.shutdown()
 
 
 def _scheduler_stats(app_name: str) -> dict:
