@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
-if [ ! -x .venv/bin/python ]; then
+if [ ! -f .venv/bin/activate ]; then
   echo "==> creating .venv with $($PY --version)"
+  rm -rf .venv  # a half-made venv from an interrupted run
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
