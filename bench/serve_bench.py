@@ -503,7 +503,8 @@ def write_report(results: dict, command: str, report: Path = REPORT, plot: Path 
         "",
         "- Single 2-core machine shared with other jobs while measuring: run-to-run spread is large "
         "(the two raw runs above differ; repeat runs of this command moved ratio (a) between ~0.6 and ~0.7 "
-        "and ratio (b) between ~2.4 and ~2.7). Treat one run as one sample.",
+        "and ratio (b) between ~2.4 and ~2.7, and (c) ours between ~55% and ~78% vs FIFO ~11-14%). Treat one "
+        "run as one sample.",
         "- (a) The stack pays for the HTTP proxy, the gateway (tokenize, post-process, JSON with a 384-float "
         "embedding per text), the scheduler and the load generator on the second core, while the raw loop "
         "owns a core; the replica's own batch size stays near the raw one (see above), so the gap is CPU "
