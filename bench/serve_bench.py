@@ -293,7 +293,7 @@ def run_serve_bench(bundle_path: str, *, duration_s: float = 15.0, batch_size: i
     results["raw"] = raw.summary()
 
     port = free_port()
-    ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"

@@ -42,6 +42,12 @@ def tiny_config(limit: int = 64, max_steps: int = 8):
 def tiny_bundle(tmp_path_factory):
     """Path of a real bundle (topic, entities, embedding) trained for 8 steps; ~30-60 s once per
     session. Load it with `mtl.bundle.load_bundle(tiny_bundle)`."""
+    from pathlib import Path
+
     from mtl.train import train
 
+    # scripts/test.sh builds it once and shares it with every pytest process it starts.
+    prebuilt = os.environ.get("MTC_TINY_BUNDLE")
+    if prebuilt and (Path(prebuilt) / "bundle.json").is_file():
+        return Path(prebuilt)
     return train(tiny_config(), tmp_path_factory.mktemp("tiny") / "bundle", progress=False)

@@ -106,7 +106,7 @@ def served(tiny_bundle):
     bundle_path = str(getattr(tiny_bundle, "path", None) or tiny_bundle)
     config = parse_serve_config({**E2E_CONFIG, "bundle": bundle_path, "http": {"port": port}})
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
         _OWNED["ray"] = True
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -41,7 +41,7 @@ def handle():
     # add this app beside it and remove only this app, leaving theirs running.
     owned = not ray.is_initialized()
     if owned:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     try:
         yield serve.run(build_generator_deployment({"max_ongoing_requests": 4}, num_cpus=1),

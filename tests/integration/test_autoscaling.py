@@ -80,7 +80,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 @pytest.fixture(scope="module")
 def scheduler_handle():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"port": 0})
     try:
         config = parse_serve_config(CONFIG)

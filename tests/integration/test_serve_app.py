@@ -33,7 +33,7 @@ def deployed(tiny_bundle, tmp_path_factory):
     })
     path = write_serve_config(config, tmp_path_factory.mktemp("deploy") / "serve-deploy.yaml")
     app_spec = yaml.safe_load(path.read_text())["applications"][0]
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         # Exactly what `serve deploy` does with the file: import_path(args).
