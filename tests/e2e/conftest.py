@@ -5,13 +5,13 @@ Yields a `Served` (use `.url`, or `str(served)`); e2e modules call it with real 
 """
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.net import free_port
 
 APP_NAME = "mtc-e2e"
 
@@ -47,12 +47,6 @@ class Served:
 
         handle = serve.get_deployment_handle("EncoderReplica", app_name=self.app_name)
         return handle.counters.remote().result(timeout_s=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(url: str, timeout_s: float = 120) -> None:

@@ -9,7 +9,6 @@ The other e2e modules import the fixtures defined here.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tests.net import free_port
 
 TEXTS = ["Shares of Apple rose 3% after the earnings call in Zurich.",
          "Manchester United won the cup final at Wembley on Saturday.",
@@ -62,12 +62,6 @@ def reference_bundle(e2e_bundle_path):
     from mtl.bundle import load_bundle
 
     return load_bundle(e2e_bundle_path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class UvicornThread:

@@ -4,7 +4,6 @@ No Ray here: the router's submit/stream functions call a `GeneratorCore` in the 
 gateway injects Serve handles instead; the router is the same). Answers must match the generator
 called in-process. Generation is kept to <= 16 tokens.
 """
-import socket
 import threading
 import time
 
@@ -17,14 +16,9 @@ from openai import OpenAI
 from cluster.generator_replica import GeneratorCore
 from cluster.openai_api import make_openai_router
 from mtl.generate import Generator
+from tests.net import free_port as _free_port
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ HTTP. Checks batching with per-row limits, streaming through the handle, error s
 the Ray boundary, and the replica's counters.
 """
 import asyncio
-import socket
 import threading
 import time
 
@@ -18,16 +17,11 @@ from openai import OpenAI
 
 from cluster.openai_api import make_openai_router
 from mtl.generate import Generator
+from tests.net import free_port as _free_port
 
 pytestmark = pytest.mark.ray
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ its log, and still answer a batch (never touching CUDA).
 """
 import glob
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -17,14 +16,9 @@ from ray.cluster_utils import Cluster
 
 from cluster.encoder_replica import EncoderReplica
 from mtl.bundle import load_bundle
+from tests.net import free_port
 
 pytestmark = pytest.mark.ray
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """The Serve application deployed the way `serve deploy` does it: `build_app(args)` with the args
 of the config `mtc serve --export-config` writes; then `mtc status` reads it back."""
-import socket
 
 import httpx
 import pytest
@@ -12,14 +11,9 @@ from typer.testing import CliRunner
 from cluster.cli import app as cli
 from cluster.serve_app import build_app
 from cluster.serve_config import parse_serve_config, write_serve_config
+from tests.net import free_port
 
 pytestmark = pytest.mark.ray
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Under torch.distributed (2 gloo ranks, no Ray), weightings stay identical on every rank even
 though each rank observes a different loss for the same step."""
 import os
-import socket
 
 import pytest
 import torch
@@ -9,12 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mtl.weighting import make_weighting
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port as _free_port
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
