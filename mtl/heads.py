@@ -8,6 +8,7 @@ representation, the pooling all-MiniLM-L6-v2 was trained with.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -24,20 +25,21 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-class Head(nn.Module):
+class Head(nn.Module, ABC):
     """Base class: `per_token` heads return [batch, seq, out], the others [batch, out]."""
 
     per_token = False
     trainable = True
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        # Only trainable heads override this; the training loop never samples the others.
+        raise TypeError(f"{type(self).__name__} has no loss: its task is not trained")
 
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def activate(self, logits: torch.Tensor) -> torch.Tensor: ...
 
 
 class _PooledLinear(Head):

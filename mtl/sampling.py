@@ -24,6 +24,7 @@ Only trainable tasks are sampled: callers pass the sizes of tasks that have trai
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,7 +34,7 @@ from mtl.config import SamplerConfig
 ANNEAL_MIN_ALPHA = 0.2  # Stickland & Murray anneal α from 1 down to 1 − 0.8 = 0.2
 
 
-class TaskSampler:
+class TaskSampler(ABC):
     """Base class: subclasses define `probabilities`; drawing, validation and state live here."""
 
     name: ClassVar[str] = ""
@@ -51,8 +52,8 @@ class TaskSampler:
         self.draws = 0  # how many tasks this sampler has handed out (part of its state)
 
     # -- policy ---------------------------------------------------------------------------------
-    def probabilities(self, step: int, total_steps: int) -> dict[str, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def probabilities(self, step: int, total_steps: int) -> dict[str, float]: ...
 
     # -- mechanism ------------------------------------------------------------------------------
     def sample(self, step: int, total_steps: int) -> str:

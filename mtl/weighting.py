@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -40,7 +41,7 @@ from mtl.config import TaskType
 _REGRESSION_TYPES = {TaskType.regression.value}
 
 
-class LossWeighting(nn.Module):
+class LossWeighting(nn.Module, ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, task_names: list[str] | tuple[str, ...]) -> None:
@@ -53,14 +54,14 @@ class LossWeighting(nn.Module):
         self.task_names = names
         self._idx = {t: i for i, t in enumerate(names)}
 
-    def combine(self, task: str, loss: Tensor, step: int) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def combine(self, task: str, loss: Tensor, step: int) -> Tensor: ...
 
     def observe(self, task: str, loss_value: float, step: int) -> None:
         self.index(task)  # unknown tasks fail loudly, whatever the strategy
 
-    def weights(self) -> dict[str, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def weights(self) -> dict[str, float]: ...
 
     def index(self, task: str) -> int:
         try:

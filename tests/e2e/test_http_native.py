@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from tests.net import free_port
+from tests.predictions import assert_same_predictions
 
 TEXTS = ["Shares of Apple rose 3% after the earnings call in Zurich.",
          "Manchester United won the cup final at Wembley on Saturday.",
@@ -113,25 +113,6 @@ def any_server(request):
     return str(getattr(served, "url", served)).rstrip("/")
 
 
-def assert_same(got: dict, want: dict) -> None:
-    """Labels equal; probabilities and vectors within atol 1e-4."""
-    assert set(got) == set(want)
-    for task, w in want.items():
-        g = got[task]
-        assert set(g) == set(w), task
-        for key, value in w.items():
-            if key in ("label", "labels"):
-                assert g[key] == value, task
-            elif key == "entities":
-                assert [(e["type"], e["start"], e["end"], e["text"]) for e in g[key]] == \
-                       [(e["type"], e["start"], e["end"], e["text"]) for e in value]
-                np.testing.assert_allclose([e["score"] for e in g[key]], [e["score"] for e in value], atol=1e-4)
-            elif key == "scores":
-                assert list(g[key]) == list(value)
-                np.testing.assert_allclose(list(g[key].values()), list(value.values()), atol=1e-4)
-            else:
-                np.testing.assert_allclose(g[key], value, atol=1e-4)
-
 
 def test_predict_over_http_matches_in_process(any_server, reference_bundle):
     with httpx.Client(base_url=any_server, timeout=60) as c:
@@ -139,7 +120,7 @@ def test_predict_over_http_matches_in_process(any_server, reference_bundle):
         assert r.status_code == 200, r.text
         body = r.json()
     for got, want in zip(body["results"], reference_bundle.predict(TEXTS)):
-        assert_same(got, want)
+        assert_same_predictions(got, want)
     assert body["timing"]["total_ms"] > 0
 
 
@@ -149,7 +130,7 @@ def test_task_subset_and_single_text(any_server, reference_bundle):
         r = c.post("/v1/predict", json={"texts": TEXTS[1], "tasks": names})
     assert r.status_code == 200, r.text
     (res,) = r.json()["results"]
-    assert_same(res, reference_bundle.predict([TEXTS[1]], names)[0])
+    assert_same_predictions(res, reference_bundle.predict([TEXTS[1]], names)[0])
 
 
 def test_tasks_stats_health_openapi(any_server, reference_bundle):
@@ -175,4 +156,4 @@ def test_concurrent_requests_share_batches(gateway_server, reference_bundle):
     want = reference_bundle.predict(TEXTS)
     for i, r in enumerate(answers):
         assert r.status_code == 200, r.text
-        assert_same(r.json()["results"][0], want[i % 3])
+        assert_same_predictions(r.json()["results"][0], want[i % 3])

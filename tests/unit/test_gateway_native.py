@@ -1,7 +1,6 @@
 """Native JSON routes over the real in-process backend: answers equal `Bundle.predict`, jobs are
 one per text with the contract's payload, priorities and deadlines reach the Job."""
 
-import numpy as np
 import pytest
 from test_gateway_support import (  # noqa: F401  (fixtures)
     TASKS,
@@ -13,25 +12,7 @@ from test_gateway_support import (  # noqa: F401  (fixtures)
     random_bundle_path,
 )
 
-
-def _assert_same(got: dict, want: dict):
-    """Labels equal; probabilities close (atol 1e-4)."""
-    assert set(got) == set(want)
-    for task, w in want.items():
-        g = got[task]
-        assert set(g) == set(w), task
-        for key, value in w.items():
-            if key in ("label", "labels"):
-                assert g[key] == value
-            elif key == "entities":
-                assert [(e["type"], e["start"], e["end"], e["text"]) for e in g[key]] == \
-                       [(e["type"], e["start"], e["end"], e["text"]) for e in value]
-                np.testing.assert_allclose([e["score"] for e in g[key]], [e["score"] for e in value], atol=1e-4)
-            elif key == "scores":
-                assert list(g[key]) == list(value)
-                np.testing.assert_allclose(list(g[key].values()), list(value.values()), atol=1e-4)
-            else:
-                np.testing.assert_allclose(g[key], value, atol=1e-4)
+from tests.predictions import assert_same_predictions
 
 
 def test_predict_matches_in_process_model(heavy_bundle, random_bundle_path):
@@ -42,7 +23,7 @@ def test_predict_matches_in_process_model(heavy_bundle, random_bundle_path):
     want = heavy_bundle.predict(TEXTS)
     assert len(body["results"]) == 2
     for got, exp in zip(body["results"], want):
-        _assert_same(got, exp)
+        assert_same_predictions(got, exp)
     assert body["model"] == "mtc"
     assert set(body["timing"]) == {"queue_ms", "service_ms", "total_ms"}
     assert body["timing"]["total_ms"] >= body["timing"]["service_ms"] >= 0
@@ -54,7 +35,7 @@ def test_single_text_and_task_subset(heavy_bundle, random_bundle_path):
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert len(res) == 1 and set(res[0]) == {"entities", "topic"}
-    _assert_same(res[0], heavy_bundle.predict([TEXTS[1]], ["entities", "topic"])[0])
+    assert_same_predictions(res[0], heavy_bundle.predict([TEXTS[1]], ["entities", "topic"])[0])
     for ent in res[0]["entities"]["entities"]:
         assert TEXTS[1][ent["start"]:ent["end"]] == ent["text"]
 
