@@ -26,6 +26,10 @@ class Backend(Protocol):
 
     async def submit(self, job: Job) -> Outcome: ...
 
+    async def submit_many(self, jobs: list[Job]) -> list[Outcome]:
+        """The jobs of one request, in order; one round trip where the backend is remote."""
+        ...
+
     def stream(self, payload: dict, priority: str) -> AsyncIterator[str]: ...
 
     async def stats(self) -> dict: ...
@@ -64,6 +68,9 @@ class InProcessBackend:
         outcome = await fut
         self.counts[outcome.status.value] += 1
         return outcome
+
+    async def submit_many(self, jobs: list[Job]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self.submit(job) for job in jobs)))
 
     async def _flush(self) -> None:
         # Design note: one task drains the pending list in batches; the short wait lets the jobs

@@ -80,6 +80,7 @@ class EncoderCore:
         self.batches = 0
         self.items = 0
         self.errors = 0
+        self.busy_s = 0.0  # time the model was running a batch (utilization = busy_s / wall time)
         self.load = LoadTracker()
         self._lock = asyncio.Lock()
         self._running_since: float | None = None
@@ -111,6 +112,7 @@ class EncoderCore:
                     self.errors += 1
                     raise
                 finally:
+                    self.busy_s += time.monotonic() - self._running_since
                     self._running_since = None
             if len(results) != len(payloads):
                 raise RuntimeError(f"model returned {len(results)} results for {len(payloads)} inputs")
@@ -125,6 +127,7 @@ class EncoderCore:
             "batches": self.batches,
             "items": self.items,
             "errors": self.errors,
+            "busy_s": round(self.busy_s, 3),
             "encoder_passes": self.encoder_passes(),
             "device": self.device,
             "cuda_fallback": self.cuda_fallback,

@@ -7,7 +7,6 @@ spans with `Bundle.postprocess`. Failures become `ApiError`s with the status DES
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -101,7 +100,7 @@ class Edge:
             for enc in encs
         ]
         try:
-            outcomes = await asyncio.gather(*(self.backend.submit(job) for job in jobs))
+            outcomes = await self.backend.submit_many(jobs)
         except ApiError:
             raise
         except Exception as err:  # the scheduler or a replica is unreachable: not the client's fault

@@ -21,6 +21,9 @@ class ServeBackend:
     async def submit(self, job):
         return await self.scheduler.submit.remote(job)
 
+    async def submit_many(self, jobs: list) -> list:
+        return await self.scheduler.submit_many.remote(jobs)
+
     async def stream(self, payload: dict, priority: str) -> AsyncIterator[str]:
         if self.generator is None:
             raise RuntimeError("generation is not enabled in this deployment (serve.yaml: generator.enabled)")

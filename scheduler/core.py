@@ -183,8 +183,12 @@ class SchedulerCore:
             return None, hold
         snap = policy.Snapshot(now, tuple(q.top(WINDOW_BATCHES * cfg.max_batch_size, now)), len(q))
         model = self.models[pool]
-        decision = policy.plan_batch(snap, cfg, model.predict)
+        busy = 0 < replicas <= self.inflight[pool]  # each replica has a batch: pre-load only full ones
+        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy)
         if not decision.go:
+            if decision.wake_at is None:  # until a completion frees a replica or a batch fills
+                self._hold[pool] = math.inf
+                return None, None
             return None, self._set_hold(pool, now, decision.wake_at)
         self._hold.pop(pool, None)
         batch = []

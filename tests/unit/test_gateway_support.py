@@ -78,6 +78,9 @@ class ScriptedBackend:
             raise out
         return out
 
+    async def submit_many(self, jobs: list[Job]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self.submit(job) for job in jobs)))
+
     async def stream(self, payload, priority):
         yield ""
 

@@ -111,6 +111,32 @@ def test_cancelled_caller_drops_queued_request():
     assert s.stats()["counts"] == {"done": 1, "cancelled": 1}
 
 
+def test_submit_many_answers_each_job_in_order_and_cancels_together():
+    async def main():
+        rep = FakeReplica(a_s=0.05)
+        s = SchedulerActor(config(), {"encoder": LocalPool([rep])})
+        # one call, mixed fates: two done, one refused (5 ms cannot be met), in the caller's order
+        outs = await s.submit_many([job(1), job(2, deadline_ms=5), job(3)])
+        # a cancelled call drops its queued jobs
+        busy = asyncio.create_task(s.submit(job(4, deadline_ms=5000)))
+        await asyncio.sleep(0.01)
+        many = asyncio.create_task(s.submit_many([job(5, deadline_ms=5000), job(6, deadline_ms=5000)]))
+        await asyncio.sleep(0.01)
+        many.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await many
+        await busy
+        await asyncio.sleep(0.1)
+        return outs, rep, s
+
+    outs, rep, s = run(main())
+    assert [o.status for o in outs] == [Status.DONE, Status.REFUSED, Status.DONE]
+    assert [outs[0].result, outs[2].result] == [("ok", 1), ("ok", 3)]
+    ran = [p for b in rep.batches for p in b]
+    assert 5 not in ran and 6 not in ran and sorted(ran) == [1, 3, 4]
+    assert s.stats()["counts"] == {"done": 3, "refused": 1, "cancelled": 2}
+
+
 class HungReplica:
     async def run_batch(self, payloads):
         await asyncio.sleep(3600)

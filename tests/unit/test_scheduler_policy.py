@@ -135,6 +135,44 @@ def test_waits_to_fill_only_within_batch_wait_and_slack():
     assert policy.plan_batch(policy.Snapshot(0.0, long2, 2), POOL, lat).reason == "full"
 
 
+def test_busy_replicas_only_preload_full_batches():
+    old = req(1, deadline=1.0, arrival=0.0)
+    # waited past batch_wait_s: an idle replica would take it now, a busy pool keeps it filling
+    assert policy.plan_batch(policy.Snapshot(0.5, (old,), 1), POOL, lat).go
+    held = policy.plan_batch(policy.Snapshot(0.5, (old,), 1), POOL, lat, busy=True)
+    assert not held.go and held.wake_at is None and held.reason == "replicas busy"
+    full = tuple(req(i) for i in range(1, 5))
+    assert policy.plan_batch(policy.Snapshot(0.0, full, 4), POOL, lat, busy=True).go
+
+
+def test_core_holds_partial_batch_until_a_replica_frees():
+    pool = PoolConfig(name="encoder", max_batch_size=4, max_batch_tokens=1024, batch_wait_s=0.001,
+                      inflight_per_replica=2)
+    core = SchedulerCore(SchedulerConfig(pools=[pool]))
+
+    def arrive(now):
+        r = core.new_request(("a",), "encoder", "standard", None, 8, now)
+        core.enqueue(r)
+
+    arrive(0.0)
+    first, _ = core.plan("encoder", 0.01, replicas=1)
+    assert first is not None and len(first.batch) == 1  # idle replica: go after batch_wait_s
+    arrive(0.02)
+    assert core.plan("encoder", 0.05, replicas=1) == (None, None)  # busy: keep filling
+    for t in (0.06, 0.07):
+        arrive(t)
+        assert core.plan("encoder", t, replicas=1)[0] is None
+    arrive(0.08)  # 4 queued = a full batch: pre-load it into the second slot
+    second, _ = core.plan("encoder", 0.08, replicas=1)
+    assert second is not None and len(second.batch) == 4
+    arrive(0.09)
+    core.complete(first, 0.1)  # a slot frees and one replica is busy again with `second`
+    assert core.plan("encoder", 0.2, replicas=1)[0] is None
+    core.complete(second, 0.1)
+    third, _ = core.plan("encoder", 0.3, replicas=1)
+    assert third is not None and len(third.batch) == 1
+
+
 def test_expiry():
     rs = [req(1, deadline=1.0), req(2, deadline=2.0)]
     alive, expired = policy.split_expired(rs, now=1.0)
