@@ -139,8 +139,8 @@ def plan_batch(snapshot: Snapshot, pool: PoolConfig, latency: LatencyFn, busy: b
     which then waits at the replica anyway. Only a full batch goes (it hides the scheduler->replica
     hop when there is a backlog); a partial one goes on filling here, where it can still take more
     requests and be reordered, until a replica frees (`wake_at` None: a completion or an arrival
-    that fills it re-plans). Measured: at 2 replicas x 2 slots the pool otherwise ran batches of ~4
-    while 32 clients waited (bench/reports/serve.md).
+    that fills it re-plans). Measured with `mtc bench serve` (b), 2 replicas x 2 slots, 32 clients:
+    mean batch 4.0 without this rule, 5.6-6.7 with it.
     """
     batch = form_batch(snapshot.candidates, pool)
     if not batch:
