@@ -95,12 +95,9 @@ def saturation(url: str, raw: RawModel, texts: list[str], tasks: list[str], text
         log(f"  (a) {n} texts/request, round {r + 1}/{rounds}: raw {raws[-1].rate:.1f} texts/s, "
             f"stack {stacks[-1].rate:.1f} texts/s")
     after = _replica_counters(serve)
-    stack_run = Run("full stack", sum(s.duration_s for s in stacks), sum(s.units for s in stacks),
-                    [x for s in stacks for x in s.latencies_s], sum(s.errors for s in stacks))
-    raw_run = Run("raw", sum(s.duration_s for s in raws), sum(s.units for s in raws),
-                  [x for s in raws for x in s.latencies_s])
+    stack_run, raw_run = Run.pooled("full stack", stacks), Run.pooled("raw", raws)
     batches = after["batches"] - before["batches"]
-    stack_s = sum(s.duration_s for s in stacks)
+    stack_s = stack_run.duration_s
     return {
         "texts_per_request": n, "clients": clients,
         **paired_ratio([s.rate for s in stacks], [r.rate for r in raws]),
@@ -133,9 +130,7 @@ def three_tasks(url: str, texts: list[str], three: list[str], clients: int, wind
         runs["ours"].append(asyncio.run(closed_loop(ours, clients, window_s, 1, "ours (3 tasks/request)")))
         log(f"  (b) round {r + 1}/{rounds}: 3 single-task deployments {runs['baseline'][-1].rate:.1f} req/s, "
             f"ours {runs['ours'][-1].rate:.1f} req/s ({clients} clients)")
-    pooled = {k: Run(k, sum(x.duration_s for x in v), sum(x.units for x in v),
-                     [t for x in v for t in x.latencies_s], sum(x.errors for x in v)).summary()
-              for k, v in runs.items()}
+    pooled = {k: Run.pooled(k, v).summary() for k, v in runs.items()}
     return {"clients": clients, **paired_ratio([x.rate for x in runs["ours"]], [x.rate for x in runs["baseline"]]),
             "ours": pooled["ours"], "baseline": pooled["baseline"]}
 

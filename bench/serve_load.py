@@ -44,6 +44,12 @@ class Run:
     errors: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def pooled(cls, name: str, runs: list["Run"]) -> "Run":
+        """Several windows of one side as one run (their times, units, latencies and errors summed)."""
+        return cls(name, sum(r.duration_s for r in runs), sum(r.units for r in runs),
+                   [x for r in runs for x in r.latencies_s], sum(r.errors for r in runs))
+
     @property
     def rate(self) -> float:
         return self.units / self.duration_s if self.duration_s else 0.0

@@ -19,6 +19,11 @@ from typing import Any, AsyncIterator, Protocol, runtime_checkable
 from scheduler.request import Job, Outcome, Status
 
 
+class GenerationUnavailable(RuntimeError):
+    """This backend has no generator pool (not configured, or a test double without one); the
+    OpenAI routes answer it with 503 and this message."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """The gateway's view of the cluster. `submit` never raises for refusals or expiry: they come
@@ -109,7 +114,7 @@ class InProcessBackend:
                                            service_s=service, batch_size=len(live)))
 
     async def stream(self, payload: dict, priority: str) -> AsyncIterator[str]:
-        raise NotImplementedError("the in-process backend has no generator pool")
+        raise GenerationUnavailable("the in-process backend has no generator pool")
         yield ""  # pragma: no cover  (makes this an async generator)
 
     async def stats(self) -> dict:

@@ -33,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
+from cluster.backend import GenerationUnavailable
 from cluster.openai_schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -302,7 +303,7 @@ def _stream_error(err: BaseException) -> OpenAIError:
         return OpenAIError(status, str(err))
     if isinstance(err, ValueError):
         return OpenAIError(400, str(err))
-    if isinstance(err, NotImplementedError):
+    if isinstance(err, GenerationUnavailable):
         return OpenAIError(503, f"streaming is not available here: {err}")
     log.warning("generation stream failed: %r", err)
     return OpenAIError(503, f"the generator is unavailable ({type(err).__name__}); retry shortly")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any, AsyncIterator
 
+from cluster.backend import GenerationUnavailable
+
 logger = logging.getLogger("ray.serve")
 
 
@@ -26,7 +28,7 @@ class ServeBackend:
 
     async def stream(self, payload: dict, priority: str) -> AsyncIterator[str]:
         if self.generator is None:
-            raise RuntimeError("generation is not enabled in this deployment (serve.yaml: generator.enabled)")
+            raise GenerationUnavailable("generation is not enabled in this deployment (serve.yaml: generator.enabled)")
         gen = self.generator.options(stream=True).stream.remote(payload)
         async for piece in gen:
             yield piece

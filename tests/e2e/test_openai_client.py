@@ -4,19 +4,16 @@ No Ray here: the router's submit/stream functions call a `GeneratorCore` in the 
 gateway injects Serve handles instead; the router is the same). Answers must match the generator
 called in-process. Generation is kept to <= 16 tokens.
 """
-import threading
-import time
 
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from openai import OpenAI
 
 from cluster.generator_replica import GeneratorCore
 from cluster.openai_api import make_openai_router
 from mtl.generate import Generator
-from tests.net import free_port as _free_port
+from tests.net import uvicorn_in_thread
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -38,18 +35,8 @@ def server(gen):
 
     app = FastAPI()
     app.include_router(make_openai_router(submit, stream, gen.name, ["summarize", "answer", "chat"]))
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", core
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_in_thread(app) as url:
+        yield url, core
 
 
 @pytest.fixture(scope="module")

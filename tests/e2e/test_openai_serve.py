@@ -6,18 +6,16 @@ HTTP. Checks batching with per-row limits, streaming through the handle, error s
 the Ray boundary, and the replica's counters.
 """
 import asyncio
-import threading
-import time
 
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from openai import OpenAI
 
 from cluster.openai_api import make_openai_router
 from mtl.generate import Generator
 from tests.net import free_port as _free_port
+from tests.net import uvicorn_in_thread
 
 pytestmark = pytest.mark.ray
 
@@ -60,17 +58,8 @@ def base_url(handle):
 
     app = FastAPI()
     app.include_router(make_openai_router(submit, stream, "smollm2-135m-instruct", ["summarize", "answer", "chat"]))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning",
-                                       lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{srv.config.port}/v1"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with uvicorn_in_thread(app) as url:
+        yield f"{url}/v1"
 
 
 def test_batch_through_the_handle_keeps_per_row_limits_and_errors(handle):

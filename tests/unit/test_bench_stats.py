@@ -1,7 +1,7 @@
 """The benchmark's paired comparison (bench/serve_load.py): pure arithmetic, no servers."""
 import pytest
 
-from bench.serve_load import paired_ratio
+from bench.serve_load import Run, paired_ratio
 
 
 def test_paired_ratio_compares_medians_and_keeps_each_pair():
@@ -16,3 +16,10 @@ def test_paired_ratio_compares_medians_and_keeps_each_pair():
 def test_paired_ratio_refuses_unpaired_or_empty_windows(ours, base):
     with pytest.raises(ValueError, match="paired"):
         paired_ratio(ours, base)
+
+
+def test_pooled_run_sums_windows():
+    a, b = Run("w", 5.0, 100, [0.1, 0.2], 1), Run("w", 5.0, 50, [0.3], 0)
+    pooled = Run.pooled("side", [a, b])
+    assert (pooled.duration_s, pooled.units, pooled.errors, pooled.rate) == (10.0, 150, 1, 15.0)
+    assert pooled.latencies_s == [0.1, 0.2, 0.3]

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from cluster.backend import GenerationUnavailable
 from cluster.openai_api import make_openai_router
 from scheduler.request import Job, Outcome, Status
 
@@ -228,7 +229,7 @@ def test_stream_errors_before_the_first_token_keep_their_status(client, backend)
     err.status = 413
     backend.stream_error = err
     assert_openai_error(chat(client, stream=True), 413, "9000 tokens")
-    backend.stream_error = NotImplementedError("no generator pool")
+    backend.stream_error = GenerationUnavailable("no generator pool")
     assert_openai_error(chat(client, stream=True), 503, "no generator pool")
     r = client.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b"], "stream": True})
     assert_openai_error(r, 400, "one prompt")
