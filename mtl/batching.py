@@ -1,6 +1,7 @@
 """Examples → token ids and targets (once, up front) → padded tensors per task type.
 
-Design note. Each task's training set is tokenized once with the task's own `max_length`; batches
+Design note. Each task's training set is tokenized once, truncated to the task's
+`training_length` (`train_max_length`, else `max_length`); batches
 are length-grouped (shuffle, cut into pools of many batches, sort each pool by length, cut into
 batches, shuffle the batches) and padded only to their longest member. BBC articles hit the cap
 while tweets are ~40 tokens, so dynamic padding is most of the CPU speed-up.
@@ -28,7 +29,7 @@ class EncodedExample:
 
 
 def encode_examples(tokenizer, spec: TaskSpec, examples: Sequence) -> list[EncodedExample]:
-    """Tokenize a task's examples (truncated to `spec.max_length`) and turn labels into targets.
+    """Tokenize a task's examples (truncated to `spec.training_length`) and turn labels into targets.
 
     Token classification labels the first sub-word of each word (by character offsets, see
     `mtl.spans`); the spec's `labels` must already be resolved.
@@ -37,7 +38,7 @@ def encode_examples(tokenizer, spec: TaskSpec, examples: Sequence) -> list[Encod
     index = {label: i for i, label in enumerate(labels)}
     texts = [ex.text for ex in examples]
     enc = tokenizer(
-        texts, truncation=True, max_length=spec.max_length,
+        texts, truncation=True, max_length=spec.training_length,
         return_offsets_mapping=spec.type is TaskType.token_classification,
     )
     out: list[EncodedExample] = []

@@ -85,7 +85,11 @@ class TaskSpec(_Strict):
     type: TaskType
     data: DataSource | None = None  # embedding tasks need no data
     labels: list[str] | None = None  # inferred from the training data when omitted
+    # Tokens the model reads when it predicts (serving, evaluation, validation during training).
     max_length: Annotated[int, Field(ge=8, le=512)] = 128
+    # Tokens per training example, when training may truncate harder than prediction: a long
+    # document's lead is enough to learn from, and attention cost grows with length. None = max_length.
+    train_max_length: Annotated[int, Field(ge=8, le=512)] | None = None
     metric: str | None = None  # primary metric; defaults per type (DEFAULT_METRIC)
 
     @model_validator(mode="after")
@@ -97,6 +101,11 @@ class TaskSpec(_Strict):
             raise ValueError(
                 f"task '{self.name}': metric '{self.metric}' is not one of {sorted(allowed)}"
             )
+        if self.train_max_length is not None and self.train_max_length > self.max_length:
+            raise ValueError(
+                f"task '{self.name}': train_max_length {self.train_max_length} exceeds max_length "
+                f"{self.max_length}; training never reads more tokens than prediction does"
+            )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task '{self.name}': labels contain duplicates: {self.labels}")
         return self
@@ -104,6 +113,10 @@ class TaskSpec(_Strict):
     @property
     def primary_metric(self) -> str:
         return self.metric or DEFAULT_METRIC[self.type]
+
+    @property
+    def training_length(self) -> int:
+        return self.train_max_length or self.max_length
 
     @property
     def trainable(self) -> bool:
