@@ -90,18 +90,27 @@ def _param_groups(model: MultiTaskModel, weighting: nn.Module, recipe) -> list[d
     return [g for g in groups if g["params"]]
 
 
-def cpu_threads(world_size: int = 1) -> int:
-    """Torch threads when the recipe names none: the cores this process may use, or ONE when the
-    machine is already busy (load average ≥ cores). Why: with more runnable threads than cores,
-    every OpenMP barrier waits for a descheduled partner thread; on a shared 2-core machine we
-    measured 35-46 s per training step with 2 threads against 3.4-4 s with 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def cpu_threads(world_size: int = 1, *, cores: int | None = None,
+                busy_cores: Callable[[], float] | None = None) -> int:
+    """Torch threads when the recipe names none: the cores this process may use, less the whole
+    cores that other processes keep busy right now, at least one. Why: with more runnable threads than cores, every
+    OpenMP barrier waits for a descheduled partner thread; on a shared 2-core machine we measured
+    35-46 s per training step with 2 threads against 3.4-4 s with 1. The busy cores are SAMPLED
+    (half a second of CPU counters), not read from the load average: that lags by minutes, so a
+    run started right after another one finished chose 1 thread on an idle machine and took 20 min
+    instead of 11."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_worker = max(1, cores // max(1, world_size))
-    try:
-        busy = os.getloadavg()[0] >= cores
-    except OSError:
-        busy = False
-    return 1 if busy else per_worker
+    busy = (busy_cores or _busy_cores)()
+    return max(1, min(per_worker, cores - math.floor(busy)))
+
+
+def _busy_cores(sample_s: float = 0.5) -> float:
+    """Cores' worth of CPU that the machine is using now (this process is idle while it samples)."""
+    import psutil
+
+    return psutil.cpu_percent(interval=sample_s) / 100 * (psutil.cpu_count() or 1)
 
 
 def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:

@@ -2,13 +2,14 @@
 helpers (LR schedule, step budget, single-task configs) do what the recipe says."""
 
 import json
+import os
 
 import pytest
 import torch
 
 from mtl.bundle import load_bundle
 from mtl.config import TrainRecipe
-from mtl.train import linear_schedule, only_task, run_training, total_steps_for
+from mtl.train import _busy_cores, cpu_threads, linear_schedule, only_task, run_training, total_steps_for
 from tests.conftest import tiny_config
 
 
@@ -67,6 +68,19 @@ def test_step_budget_from_epochs_or_max_steps():
     assert total_steps_for(TrainRecipe(epochs=2, batch_size=16), sizes, 1) == 2 * (7 + 3)
     assert total_steps_for(TrainRecipe(epochs=1, batch_size=16), sizes, 2) == 4 + 2
     assert total_steps_for(TrainRecipe(max_steps=5), sizes, 1) == 5
+
+
+@pytest.mark.parametrize("cores, world_size, busy, threads", [
+    (2, 1, 0.0, 2), (2, 1, 0.9, 2),  # idle, or a light background: every core
+    (2, 1, 1.0, 1), (2, 1, 1.7, 1), (2, 1, 6.0, 1),  # a core (or more) taken: one thread, never 0
+    (16, 2, 0.0, 8), (16, 2, 9.5, 7), (16, 4, 13.2, 3),  # a worker's share, less what others take
+])
+def test_torch_threads_leave_busy_cores_alone(cores, world_size, busy, threads):
+    assert cpu_threads(world_size, cores=cores, busy_cores=lambda: busy) == threads
+
+
+def test_busy_cores_is_a_sample_within_the_machine():
+    assert 0.0 <= _busy_cores(0.1) <= (os.cpu_count() or 1)
 
 
 def test_single_task_config_keeps_only_that_task():
