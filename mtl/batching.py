@@ -1,7 +1,8 @@
 """Examples → token ids and targets (once, up front) → padded tensors per task type.
 
 Design note. Each task's training set is tokenized once, truncated to the task's
-`training_length` (`train_max_length`, else `max_length`); batches
+`training_length` (`train_max_length`, else `max_length`), or, with `train_window: random`, to
+`max_length`, and each batch then shows a random window of `training_length` tokens; batches
 are length-grouped (shuffle, cut into pools of many batches, sort each pool by length, cut into
 batches, shuffle the batches) and padded only to their longest member. BBC articles hit the cap
 while tweets are ~40 tokens, so dynamic padding is most of the CPU speed-up.
@@ -38,7 +39,7 @@ def encode_examples(tokenizer, spec: TaskSpec, examples: Sequence) -> list[Encod
     index = {label: i for i, label in enumerate(labels)}
     texts = [ex.text for ex in examples]
     enc = tokenizer(
-        texts, truncation=True, max_length=spec.training_length,
+        texts, truncation=True, max_length=spec.max_length if window_length(spec) else spec.training_length,
         return_offsets_mapping=spec.type is TaskType.token_classification,
     )
     out: list[EncodedExample] = []
@@ -46,6 +47,22 @@ def encode_examples(tokenizer, spec: TaskSpec, examples: Sequence) -> list[Encod
         ids = enc["input_ids"][i]
         out.append(EncodedExample(ids, _target(spec, ex, index, enc, i)))
     return out
+
+
+def window_length(spec: TaskSpec) -> int | None:
+    """Tokens per random training window, or None when training reads the lead."""
+    if spec.train_window == "random" and spec.training_length < spec.max_length:
+        return spec.training_length
+    return None
+
+
+def random_window(ids: Sequence[int], length: int, rng: random.Random) -> list[int]:
+    """`length` tokens of `ids` at a random position, keeping its first and last special tokens."""
+    if len(ids) <= length:
+        return list(ids)
+    body = ids[1:-1]
+    start = rng.randrange(len(body) - (length - 2) + 1)
+    return [ids[0], *body[start : start + length - 2], ids[-1]]
 
 
 def _target(spec: TaskSpec, ex, index: dict[str, int], enc, i: int) -> Target:
@@ -110,23 +127,27 @@ def length_grouped_batches(
 class BatchStream:
     """Endless length-grouped batches of one task, reshuffled every epoch, seeded.
 
+    With `window`, each example in a batch is a random window of that many tokens (`random_window`),
+    drawn from the seed, epoch and position, so the same run sees the same windows.
     Its position (`state()` / `restore()`) goes into checkpoints so a resumed run continues
     with the batches it would have seen.
     """
 
-    def __init__(self, encoded: Sequence[EncodedExample], batch_size: int, seed: int) -> None:
+    def __init__(self, encoded: Sequence[EncodedExample], batch_size: int, seed: int,
+                 window: int | None = None) -> None:
         if not encoded:
             raise ValueError("cannot stream batches from an empty training set")
         self.encoded = list(encoded)
         self.batch_size = batch_size
         self.seed = seed
+        self.window = window
         self.epoch = 0
         self.position = 0
         self._batches = self._epoch_batches()
 
     def _epoch_batches(self) -> list[list[int]]:
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        lengths = [len(ex.input_ids) for ex in self.encoded]
+        lengths = [min(len(ex.input_ids), self.window or len(ex.input_ids)) for ex in self.encoded]
         return length_grouped_batches(lengths, self.batch_size, rng)
 
     def __iter__(self) -> Iterator[list[EncodedExample]]:
@@ -139,7 +160,11 @@ class BatchStream:
             self._batches = self._epoch_batches()
         batch = self._batches[self.position]
         self.position += 1
-        return [self.encoded[i] for i in batch]
+        examples = [self.encoded[i] for i in batch]
+        if self.window is None:
+            return examples
+        rng = random.Random(f"{self.seed}/{self.epoch}/{self.position}")
+        return [EncodedExample(random_window(ex.input_ids, self.window, rng), ex.target) for ex in examples]
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}

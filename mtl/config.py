@@ -90,6 +90,10 @@ class TaskSpec(_Strict):
     # Tokens per training example, when training may truncate harder than prediction: a long
     # document's lead is enough to learn from, and attention cost grows with length. None = max_length.
     train_max_length: Annotated[int, Field(ge=8, le=512)] | None = None
+    # Which train_max_length tokens a training example shows: the document's `lead`, or a `random`
+    # window inside its first max_length tokens, drawn again each epoch (sentence-level tasks only),
+    # so that a model trained on short windows has seen every part of what it predicts from.
+    train_window: Literal["lead", "random"] = "lead"
     metric: str | None = None  # primary metric; defaults per type (DEFAULT_METRIC)
 
     @model_validator(mode="after")
@@ -105,6 +109,11 @@ class TaskSpec(_Strict):
             raise ValueError(
                 f"task '{self.name}': train_max_length {self.train_max_length} exceeds max_length "
                 f"{self.max_length}; training never reads more tokens than prediction does"
+            )
+        if self.train_window == "random" and self.type is TaskType.token_classification:
+            raise ValueError(
+                f"task '{self.name}': train_window 'random' is for sentence-level tasks; "
+                "token classification trains on the lead (its labels are per token)"
             )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task '{self.name}': labels contain duplicates: {self.labels}")

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtl.batching import BatchStream, collate, encode_examples
+from mtl.batching import BatchStream, collate, encode_examples, window_length
 from mtl.bundle import Bundle, save_bundle
 from mtl.config import TasksConfig, TaskSpec, TaskType
 from mtl.model import MultiTaskModel
@@ -210,7 +210,7 @@ def run_training(config: TasksConfig, out_dir: str | Path, *, rank: int = 0, wor
     trainable = list(splits)
     streams = {
         name: BatchStream(encode_examples(tokenizer, specs[name], splits[name].train[rank::world_size]),
-                          recipe.batch_size, recipe.seed + 7919 * rank + i)
+                          recipe.batch_size, recipe.seed + 7919 * rank + i, window_length(specs[name]))
         for i, name in enumerate(trainable)
     }
     sizes = {name: len(splits[name].train) for name in trainable}

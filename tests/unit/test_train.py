@@ -39,7 +39,9 @@ def _state_of(bundle_dir):
 def test_resume_from_a_checkpoint_continues_exactly(tmp_path):
     cfg = tiny_config(limit=32, max_steps=4)
     cfg = cfg.model_copy(update={
-        "tasks": [t.model_copy(update={"max_length": 16}) for t in cfg.tasks],
+        # topic trains on random 8-token windows of 16: resuming must redraw the same windows
+        "tasks": [t.model_copy(update={"max_length": 16, "train_max_length": t.train_max_length and 8})
+                  for t in cfg.tasks],
         "training": cfg.training.model_copy(update={"eval_every_steps": 2, "patience": 5,
                                                      "sampler": cfg.training.sampler.model_copy(
                                                          update={"name": "temperature"})}),
