@@ -30,7 +30,8 @@ class EncodedExample:
 
 
 def encode_examples(tokenizer, spec: TaskSpec, examples: Sequence) -> list[EncodedExample]:
-    """Tokenize a task's examples (truncated to `spec.training_length`) and turn labels into targets.
+    """Tokenize a task's examples (truncated to `spec.training_length`, or to `max_length` when
+    training draws random windows: `window_length`) and turn labels into targets.
 
     Token classification labels the first sub-word of each word (by character offsets, see
     `mtl.spans`); the spec's `labels` must already be resolved.
