@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import sys
 import time
@@ -27,11 +26,8 @@ sys.path.insert(0, str(ROOT))
 REPORT = ROOT / "bench" / "reports" / "scheduler.md"
 PLOT = ROOT / "bench" / "reports" / "scheduler.png"
 
+from bench.serve_load import free_port  # noqa: E402  (after ROOT is on sys.path)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(xs: list[float], q: float) -> float:

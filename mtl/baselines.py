@@ -25,17 +25,22 @@ def _vectorizer(n_train: int) -> TfidfVectorizer:
     return TfidfVectorizer(sublinear_tf=True, min_df=2 if n_train >= 50 else 1)
 
 
+def tfidf_lr_classifier(n_train: int, *, multilabel: bool = False):
+    """The unfitted pipeline: TF-IDF then logistic regression (one-vs-rest when multilabel)."""
+    logreg = LogisticRegression(C=10.0, max_iter=2000, random_state=0)
+    return make_pipeline(_vectorizer(n_train), OneVsRestClassifier(logreg) if multilabel else logreg)
+
+
 def tfidf_lr_baseline(train: Sequence[Example], test: Sequence[Example], labels: Sequence[str]) -> dict:
     """Fit on `train`, score on `test`. Single-label when labels are strings, multilabel for lists."""
     x_train, x_test = [e.text for e in train], [e.text for e in test]
     if all(isinstance(e.label, str) for e in train):
-        model = make_pipeline(_vectorizer(len(train)), LogisticRegression(C=10.0, max_iter=2000, random_state=0))
+        model = tfidf_lr_classifier(len(train))
         model.fit(x_train, [e.label for e in train])
         return classification_metrics([e.label for e in test], list(model.predict(x_test)), labels)
     mlb = MultiLabelBinarizer(classes=list(labels))
     y = mlb.fit_transform([e.label for e in train])
-    model = make_pipeline(_vectorizer(len(train)),
-                          OneVsRestClassifier(LogisticRegression(C=10.0, max_iter=2000, random_state=0)))
+    model = tfidf_lr_classifier(len(train), multilabel=True)
     model.fit(x_train, y)
     pred = [list(row) for row in mlb.inverse_transform(model.predict(x_test))]
     return multilabel_metrics([e.label for e in test], pred, labels)

@@ -9,12 +9,10 @@ from mtl.bundle import load_bundle
 from mtl.config import load_config
 from mtl.data import load_examples
 from mtl.data.splits import split_examples
-from sklearn.linear_model import LogisticRegression
 cfg = load_config(f"{sys.argv[1]}/config.yaml")
 sp = split_examples(load_examples(cfg.task("topic"), cfg.base_dir), cfg.split)
-from mtl.baselines import _vectorizer
-from sklearn.pipeline import make_pipeline
-m = make_pipeline(_vectorizer(len(sp.train)), LogisticRegression(C=10.0, max_iter=2000, random_state=0)).fit([e.text for e in sp.train], [e.label for e in sp.train])
+from mtl.baselines import tfidf_lr_classifier
+m = tfidf_lr_classifier(len(sp.train)).fit([e.text for e in sp.train], [e.label for e in sp.train])
 tf = m.predict([e.text for e in sp.test])
 print("tfidf miss", [(i, sp.test[i].label, tf[i]) for i in range(len(sp.test)) if tf[i] != sp.test[i].label])
 for p in sys.argv[1:]:
