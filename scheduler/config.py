@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 QueuePolicyName = Literal["priority_edf", "fifo"]
 
+# The pool names the serving layer wires up (deployments, handles, jobs). Defined once, here: the
+# scheduler config is where pools are declared, and every other module imports these.
+ENCODER_POOL = "encoder"
+GENERATOR_POOL = "generator"
+
 
 class PriorityClass(BaseModel):
     """One priority class. rank 0 is the most urgent; aging promotes one rank per `max_wait_s` waited."""
@@ -60,9 +65,9 @@ def _default_classes() -> list[PriorityClass]:
 
 def _default_pools() -> list[PoolConfig]:
     return [
-        PoolConfig(name="encoder", max_batch_size=32, max_batch_tokens=8192, batch_wait_s=0.005),
+        PoolConfig(name=ENCODER_POOL, max_batch_size=32, max_batch_tokens=8192, batch_wait_s=0.005),
         PoolConfig(
-            name="generator",
+            name=GENERATOR_POOL,
             max_batch_size=8,
             max_batch_tokens=4096,
             batch_wait_s=0.010,

@@ -97,7 +97,14 @@ def evolve(req: Request, *, status: Status | None = None, retries: int | None = 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """What a caller submits (pinned in docs/CONTRACTS.md). deadline_ms None → the class default."""
+    """What a caller submits (pinned in docs/CONTRACTS.md). deadline_ms None → the class default.
+
+    `received_at_s`: wall-clock time (`time.time()`) at which the caller's request reached us (the
+    gateway stamps it on arrival). The deadline runs from there, not from when the job reaches the
+    scheduler: time spent in the proxy, the gateway and the hop counts against the caller's budget.
+    Wall clock, because the gateway and the scheduler may be different processes or nodes (whose
+    monotonic clocks are unrelated); None means "now" (callers inside the scheduler's process).
+    """
 
     tasks: tuple[str, ...]
     pool: str
@@ -105,6 +112,7 @@ class Job:
     deadline_ms: float | None
     num_tokens: int
     payload: Any
+    received_at_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
