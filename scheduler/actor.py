@@ -34,6 +34,7 @@ class _Pending:
     req: Request
     payload: Any
     future: asyncio.Future
+    received: float = 0.0  # when the scheduler got it (queue_s counts from here; the deadline from the edge)
     dispatched_at: float | None = None
     batch_size: int = 0
     cancelled: bool = False
@@ -91,29 +92,75 @@ class SchedulerActor:
         Raises `InvalidJob` (a ValueError) for an unknown pool/priority or a bad token count.
         If the caller's task is cancelled while queued, the request is dropped (status cancelled).
         """
-        self._ensure_loop()
-        now = self.clock()
-        req = self.core.new_request(tuple(job.tasks), job.pool, job.priority, job.deadline_ms, job.num_tokens, now)
-        decision = self.core.admit(req, now, self.replicas(req.pool))
-        if not decision.accepted:
-            self.core.refuse(req, decision, now)
-            self.metrics.refused(req)
-            return Outcome(Status.REFUSED, None, decision.reason, decision.retry_after_s, 0.0, 0.0, 0)
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[req.id] = _Pending(req, job.payload, fut)
-        self.core.enqueue(req)
-        self._wake.set()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self._cancel(req)
-            raise
+        return (await self.submit_many([job]))[0]
 
     async def submit_many(self, jobs: list[Job]) -> list[Outcome]:
-        """`submit` for several jobs in one call (the texts of one HTTP request): one round trip
-        from the gateway instead of one per text; each job is still queued, batched and answered
-        on its own. Cancelling the call cancels every job of it that has not finished."""
-        return list(await asyncio.gather(*(self.submit(job) for job in jobs)))
+        """The jobs of one caller's request (its texts), in one call, admitted all or nothing.
+
+        One round trip from the gateway instead of one per text. The request's clock started when
+        the gateway received it (`Job.received_at_s`): a job whose deadline passed on the way in is
+        expired without running, and admission sees only the budget that is left. Each admitted job
+        is queued, batched and answered on its own; as soon as one fails, expires or is refused,
+        the rest are cancelled (the request cannot succeed any more, so their work would be
+        wasted). Cancelling the call cancels every job of it that has not finished.
+        """
+        self._ensure_loop()
+        now = self.clock()
+        wall = time.time()
+        reqs = []
+        for job in jobs:
+            edge_s = max(0.0, wall - job.received_at_s) if job.received_at_s is not None else 0.0
+            reqs.append(self.core.new_request(tuple(job.tasks), job.pool, job.priority, job.deadline_ms,
+                                              job.num_tokens, now - edge_s))
+        late = [r for r in reqs if r.deadline <= now]
+        if late:
+            spent_ms = 1000.0 * (now - late[0].arrival)
+            return self._end_unstarted(reqs, Status.EXPIRED, now, (
+                f"deadline passed before it reached the scheduler ({spent_ms:.0f} ms after the gateway "
+                "received it); the server is overloaded at its front door: retry later or with a longer deadline"))
+        replicas = self.replicas(reqs[0].pool) if reqs else 0
+        decision = self.core.admit_all(reqs, now, replicas)
+        if not decision.accepted:
+            for r in reqs:
+                self.core.refuse(r, decision, now)
+                self.metrics.refused(r)
+            return [Outcome(Status.REFUSED, None, decision.reason, decision.retry_after_s, 0.0, 0.0, 0)
+                    for _ in reqs]
+        loop = asyncio.get_running_loop()
+        for req, job in zip(reqs, jobs):
+            self._pending[req.id] = _Pending(req, job.payload, loop.create_future(), received=now)
+        self._wake.set()
+        futures = [self._pending[r.id].future for r in reqs]
+        try:
+            return await self._gather_or_stop(reqs, futures)
+        except asyncio.CancelledError:
+            for req in reqs:
+                self._cancel(req)
+            raise
+
+    async def _gather_or_stop(self, reqs: list[Request], futures: list[asyncio.Future]) -> list[Outcome]:
+        """Wait for every job; once one ends without a result, cancel the others and answer now."""
+        waiting = set(futures)
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if any(f.result().status is not Status.DONE for f in done) and waiting:
+                cancelled = Outcome(Status.CANCELLED, None, "another text of the same request did not succeed")
+                for req, fut in zip(reqs, futures):
+                    if not fut.done():
+                        self._cancel(req)
+                return [f.result() if f.done() else cancelled for f in futures]
+        return [f.result() for f in futures]
+
+    def _end_unstarted(self, reqs: list[Request], status: Status, now: float, error: str) -> list[Outcome]:
+        for r in reqs:
+            self.core.finish(r, status, now)
+            self.metrics.request_finished(r, status, 0.0, now - r.arrival, False)
+        return [Outcome(status, None, error, None, 0.0, 0.0, 0) for _ in reqs]
+
+    def ready(self) -> bool:
+        """Ready when the dispatch loop can run work: every configured pool that has been attached
+        has at least one live replica (an unattached pool only refuses its own jobs)."""
+        return bool(self.pools) and all(p.live_replicas() > 0 for p in self.pools.values())
 
     def stats(self) -> dict:
         s = self.core.stats()
@@ -203,8 +250,9 @@ class SchedulerActor:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any replica failure is retried, bounded
-            requeued, failed = self.core.fail(d)
             now = self.clock()
+            timed_out = now - started if isinstance(e, (asyncio.TimeoutError, TimeoutError)) else None
+            requeued, failed = self.core.fail(d, timed_out, now)
             for r in requeued:
                 p = self._pending[r.id]
                 p.req, p.dispatched_at = r, None
@@ -217,7 +265,7 @@ class SchedulerActor:
         else:
             now = self.clock()
             service_s = now - started
-            self.core.complete(d, service_s)
+            self.core.complete(d, service_s, now)
             self.metrics.batch(d.pool, len(d.batch), service_s)
             for r, result in zip(d.batch, results):
                 self._finish(r.id, Status.DONE, now, result=result, service_s=service_s)
@@ -243,7 +291,7 @@ class SchedulerActor:
             status, result = Status.CANCELLED, None
         req = p.req
         self.core.finish(req, status, now)
-        queue_s = (p.dispatched_at if p.dispatched_at is not None else now) - req.arrival
+        queue_s = (p.dispatched_at if p.dispatched_at is not None else now) - p.received
         met = status is Status.DONE and now <= req.deadline
         self.metrics.request_finished(req, status, queue_s, now - req.arrival, met)
         if not p.future.done():

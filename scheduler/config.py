@@ -52,13 +52,17 @@ class PoolConfig(BaseModel):
     # unless that would leave the batch smaller (padding cost vs. filling the batch).
     length_ratio: float = Field(default=2.0, ge=1.0)
     inflight_per_replica: int = Field(default=1, gt=0, le=64)
+    # Longest predicted run of a batch that carries lower-class work (policy.quantum_for); None:
+    # a quarter of the tightest class deadline, shared by the replica's in-flight slots.
+    quantum_s: float | None = Field(default=None, gt=0)
     prior: LatencyPrior = Field(default_factory=LatencyPrior)
 
 
 def _default_classes() -> list[PriorityClass]:
     return [
         PriorityClass(name="interactive", rank=0, deadline_s=1.0, max_queue=1000, max_wait_s=5.0),
-        PriorityClass(name="standard", rank=1, deadline_s=10.0, max_queue=5000, max_wait_s=30.0),
+        # max_wait_s below the deadline, or standard work expires before it could ever age
+        PriorityClass(name="standard", rank=1, deadline_s=10.0, max_queue=5000, max_wait_s=5.0),
         PriorityClass(name="batch", rank=2, deadline_s=600.0, max_queue=100_000, max_wait_s=120.0),
     ]
 

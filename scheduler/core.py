@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from scheduler import policy
-from scheduler.admission import Admission, QueueView, admit
+from scheduler.admission import MIN_RETRY_AFTER_S, Admission, QueueView, admit
 from scheduler.config import SchedulerConfig
 from scheduler.latency import LatencyModel
 from scheduler.queues import PoolQueue
@@ -47,6 +47,8 @@ class SchedulerCore:
             name: LatencyModel(p.prior, p, window=config.latency_window) for name, p in self.pools.items()
         }
         self.inflight = {name: 0 for name in self.pools}
+        tightest_s = min(c.deadline_s for c in config.classes)
+        self.quantum_s = {name: policy.quantum_for(tightest_s, p) for name, p in self.pools.items()}
         # pool -> a time before which plan() is known to say "wait" (see _set_hold); cuts the
         # per-arrival cost of a filling batch from a full policy pass to a comparison.
         self._hold: dict[str, float] = {}
@@ -94,14 +96,23 @@ class SchedulerCore:
         )
 
     def admit(self, req: Request, now: float, replicas: int) -> Admission:
-        """Admission decision (pure function over the current queue view)."""
+        """Admission decision (pure function over the current queue view), plus the idle probe.
+
+        Idle probe: when the pool has nothing queued or running and the latency model alone says
+        no, the request goes anyway. Otherwise a model that learnt a slow spell refuses every
+        request, nothing runs, and nothing corrects it; one probe at a time re-teaches it (the
+        model also fades back to its prior, latency.py), at the cost of at most that one request.
+        """
         pool = self.pools[req.pool]
         if not self.config.admission:
             if replicas <= 0:
                 return Admission(False, f"no live replicas in pool {req.pool!r}", 1.0, float("inf"))
             return Admission(True, "admission off", None, 0.0)
+        if req.deadline <= now:
+            return Admission(False, "cannot meet deadline: no time left", MIN_RETRY_AFTER_S, 0.0)
         q = self.queues[req.pool]
-        n, t = q.ahead(req.rank)
+        self.models[req.pool].advance(now)
+        n, t = q.ahead(req.rank, now)
         higher = 0.0
         if not q.fifo and req.rank > 0 and replicas > 0:
             higher = sum(self._load_rate(req.pool, r, now) for r in range(req.rank)) / replicas
@@ -110,8 +121,37 @@ class SchedulerCore:
             inflight_batches=self.inflight[req.pool], class_queued=q.count_by_rank[req.rank],
             class_max_queue=self.classes[req.priority].max_queue, higher_load=higher,
         )
-        return admit(req.deadline, req.num_tokens, view, pool, self.models[req.pool].params,
-                     self.config.admission_margin)
+        model = self.models[req.pool]
+        decision = admit(req.deadline, req.num_tokens, view, pool, model.params, self.config.admission_margin)
+        if (not decision.accepted and replicas > 0 and not len(q) and not self.inflight[req.pool]
+                and model.observations and decision.reason.startswith("cannot meet deadline")
+                and admit(req.deadline, req.num_tokens, view, pool, model.prior_params,
+                          self.config.admission_margin).accepted):
+            # refused only because of what the model learnt, with nothing running to correct it
+            return Admission(True, "probe: pool idle, re-learning its latency", None, decision.predicted_s)
+        return decision
+
+    def admit_all(self, reqs: list[Request], now: float, replicas: int) -> Admission:
+        """Admit and enqueue the jobs of one request together, or none of them.
+
+        Each is admitted with the ones before it already queued (they run ahead of it); on the first
+        refusal the earlier ones are taken back out and the load estimate restored, so a refused
+        request leaves no trace in the queues. Returns the refusal, or the last acceptance.
+        """
+        load = dict(self._load)
+        taken: list[Request] = []
+        decision = Admission(True, "ok", None, 0.0)
+        for req in reqs:
+            decision = self.admit(req, now, replicas)
+            if not decision.accepted:
+                for r in taken:
+                    self.queues[r.pool].remove(r.id)
+                    self._hold.pop(r.pool, None)
+                self._load = load
+                return decision
+            self.enqueue(req)
+            taken.append(req)
+        return decision
 
     def _load_rate(self, pool: str, rank: int, now: float) -> float:
         rate, at = self._load.get((pool, rank), (0.0, now))
@@ -183,8 +223,9 @@ class SchedulerCore:
             return None, hold
         snap = policy.Snapshot(now, tuple(q.top(WINDOW_BATCHES * cfg.max_batch_size, now)), len(q))
         model = self.models[pool]
+        model.advance(now)
         busy = 0 < replicas <= self.inflight[pool]  # each replica has a batch: pre-load only full ones
-        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy)
+        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy, quantum_s=self.quantum_s[pool])
         if not decision.go:
             if decision.wake_at is None:  # until a completion frees a replica or a batch fills
                 self._hold[pool] = math.inf
@@ -204,14 +245,21 @@ class SchedulerCore:
         self.batched_requests += len(batch)
         return Dispatch(pool, tuple(batch), padded, model.predict(len(batch), padded)), None
 
-    def complete(self, d: Dispatch, service_s: float) -> None:
+    def complete(self, d: Dispatch, service_s: float, now: float | None = None) -> None:
         """A batch came back: learn its latency and free its slot (callers then `finish` each member)."""
         self.inflight[d.pool] -= 1
         self._hold.pop(d.pool, None)  # the latency model moved
-        self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s)
+        self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s, now)
 
-    def fail(self, d: Dispatch) -> tuple[list[Request], list[Request]]:
-        """A batch failed: members with retries left go back at the front; returns (requeued, failed)."""
+    def fail(self, d: Dispatch, timed_out_after_s: float | None = None,
+             now: float | None = None) -> tuple[list[Request], list[Request]]:
+        """A batch failed: members with retries left go back at the front; returns (requeued, failed).
+
+        `timed_out_after_s`: the batch was given up after this long; the latency model learns it
+        (a lower bound on its service time), or a hung or very slow replica would never show in it.
+        """
+        if timed_out_after_s is not None:
+            self.models[d.pool].observe(len(d.batch), d.padded_tokens, timed_out_after_s, now)
         self.inflight[d.pool] -= 1
         self._hold.pop(d.pool, None)
         retry = [evolve(r, retries=r.retries + 1, status=Status.QUEUED)

@@ -1,9 +1,10 @@
 """The queued requests of one pool, kept so the policy's view costs O(window · log n), not O(n).
 
-Design note. policy.order_key sorts by (effective rank, deadline, fair tag, seq), where the effective
-rank drops as a request ages. Re-sorting the whole queue per batch would be O(n log n) per dispatch,
-too slow for the simulator at 50,000 req/s. Instead:
-  * one heap per effective rank keyed by (native 1 / promoted 0, deadline, fair_tag, seq);
+Design note. policy.order_key sorts by effective rank, then `policy.level_key` (native before
+promoted, deadline, fair tag, seq), where the effective rank drops as a request ages. Re-sorting the
+whole queue per batch would be O(n log n) per dispatch, too slow for the simulator at 50,000 req/s.
+Instead:
+  * one heap per effective rank keyed by `policy.level_key` (the order is defined there, once);
   * per native rank and promotion count k, an arrival-ordered deque: requests are promoted in the
     order they arrived (promotion time = arrival + (k+1)·max_wait_s), so only deque fronts are
     checked; a promoted request is pushed into the next heap and its old heap entry goes stale;
@@ -19,6 +20,7 @@ import math
 from collections import Counter, deque
 
 from scheduler.config import PoolConfig, SchedulerConfig
+from scheduler.policy import fifo_key, level_key
 from scheduler.request import Request
 
 FRONT = -1  # level of the retry lane
@@ -45,6 +47,9 @@ class PoolQueue:
         self._level: dict[int, int] = {}
         self.count_by_rank = [0] * self.nranks
         self.tokens_by_rank = [0] * self.nranks
+        # promoted requests by the level they reached (admission: they run before lower classes)
+        self.promoted_by_level = [0] * self.nranks
+        self.promoted_tokens_by_level = [0] * self.nranks
 
     def __len__(self) -> int:
         return len(self._req)
@@ -62,10 +67,10 @@ class PoolQueue:
         self._add(req)
         if self.fifo:
             self._level[req.id] = 0
-            heapq.heappush(self._heaps[0], (req.arrival, req.seq, req.id))
+            heapq.heappush(self._heaps[0], (*fifo_key(req), req.id))
             return
         self._level[req.id] = req.rank
-        heapq.heappush(self._heaps[req.rank], (1, req.deadline, req.fair_tag, req.seq, req.id))
+        heapq.heappush(self._heaps[req.rank], (*level_key(req, False), req.id))
         if req.rank > 0:
             self._aging[req.rank][0].append(req.id)
 
@@ -96,7 +101,9 @@ class PoolQueue:
         req = self._req.pop(req_id, None)
         if req is None:
             return None
-        del self._level[req_id]
+        level = self._level.pop(req_id)
+        if 0 <= level < req.rank:
+            self._promoted(level, req, -1)
         self.count_by_rank[req.rank] -= 1
         self.tokens_by_rank[req.rank] -= req.num_tokens
         self._buckets[self.bucket(req.num_tokens)] -= 1
@@ -104,6 +111,10 @@ class PoolQueue:
             self.max_tokens = 0
             self.max_group = 0
         return req
+
+    def _promoted(self, level: int, req: Request, sign: int) -> None:
+        self.promoted_by_level[level] += sign
+        self.promoted_tokens_by_level[level] += sign * req.num_tokens
 
     def bucket(self, num_tokens: int) -> int:
         t = max(1, num_tokens)
@@ -134,8 +145,11 @@ class PoolQueue:
                         break
                     lane.popleft()
                     level = rank - k - 1
+                    if rank - k < rank:
+                        self._promoted(rank - k, req, -1)
+                    self._promoted(level, req, +1)
                     self._level[rid] = level
-                    heapq.heappush(self._heaps[level], (0, req.deadline, req.fair_tag, req.seq, rid))
+                    heapq.heappush(self._heaps[level], (*level_key(req, True), rid))
                     if k + 1 < rank:
                         lanes[k + 1].append(rid)
 
@@ -190,9 +204,15 @@ class PoolQueue:
             heapq.heappop(arr)
         return arr[0][0] if arr else None
 
-    def ahead(self, rank: int) -> tuple[int, int]:
-        """(requests, tokens) queued that run before a new request of native `rank`."""
+    def ahead(self, rank: int, now: float | None = None) -> tuple[int, int]:
+        """(requests, tokens) queued that run before a new request of native `rank` (at `now`):
+        native work of its own and more urgent classes, plus work of lower classes promoted above it.
+        """
         # Retried requests sit in the front lane but are counted under their own rank already.
         if self.fifo:
             return len(self._req), sum(self.tokens_by_rank)
-        return sum(self.count_by_rank[: rank + 1]), sum(self.tokens_by_rank[: rank + 1])
+        if now is not None:
+            self._promote(now)
+        n = sum(self.count_by_rank[: rank + 1]) + sum(self.promoted_by_level[:rank])
+        t = sum(self.tokens_by_rank[: rank + 1]) + sum(self.promoted_tokens_by_level[:rank])
+        return n, t

@@ -108,7 +108,7 @@ def simulate(config: SchedulerConfig, trace: Iterable[TraceItem], replicas: int 
         now, _, kind, data = heapq.heappop(events)
         if kind == _DONE:
             d, service = data
-            core.complete(d, service)
+            core.complete(d, service, now)
             lat = latencies
             for r in d.batch:
                 core.finish(r, Status.DONE, now)

@@ -115,8 +115,11 @@ def test_submit_many_answers_each_job_in_order_and_cancels_together():
     async def main():
         rep = FakeReplica(a_s=0.05)
         s = SchedulerActor(config(), {"encoder": LocalPool([rep])})
-        # one call, mixed fates: two done, one refused (5 ms cannot be met), in the caller's order
-        outs = await s.submit_many([job(1), job(2, deadline_ms=5), job(3)])
+        # one call is one request: admitted all or nothing (5 ms cannot be met, so none runs),
+        # then a call whose jobs all fit is answered in the caller's order
+        refused = await s.submit_many([job(1), job(2, deadline_ms=5), job(3)])
+        assert [o.status for o in refused] == [Status.REFUSED] * 3
+        outs = await s.submit_many([job(1), job(3)])
         # a cancelled call drops its queued jobs
         busy = asyncio.create_task(s.submit(job(4, deadline_ms=5000)))
         await asyncio.sleep(0.01)
@@ -130,11 +133,11 @@ def test_submit_many_answers_each_job_in_order_and_cancels_together():
         return outs, rep, s
 
     outs, rep, s = run(main())
-    assert [o.status for o in outs] == [Status.DONE, Status.REFUSED, Status.DONE]
-    assert [outs[0].result, outs[2].result] == [("ok", 1), ("ok", 3)]
+    assert [o.status for o in outs] == [Status.DONE, Status.DONE]
+    assert [outs[0].result, outs[1].result] == [("ok", 1), ("ok", 3)]
     ran = [p for b in rep.batches for p in b]
     assert 5 not in ran and 6 not in ran and sorted(ran) == [1, 3, 4]
-    assert s.stats()["counts"] == {"done": 3, "refused": 1, "cancelled": 2}
+    assert s.stats()["counts"] == {"done": 3, "refused": 3, "cancelled": 2}
 
 
 class HungReplica:

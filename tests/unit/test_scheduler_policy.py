@@ -39,14 +39,16 @@ def test_aging_promotes_one_rank_per_max_wait():
     assert policy.effective_rank(2, 5 * batch_wait, batch_wait) == 0
     old = req(1, "batch", deadline=1000.0, arrival=0.0)
     std = req(2, "standard", deadline=500.0, arrival=batch_wait)
-    # Before max_wait_s: standard first. Once aged to rank 1 the batch request goes ahead of native
-    # standard requests (it has waited max_wait_s), even with its later deadline; it is still
-    # behind interactive until it ages once more.
+    # Aged to rank 1, the batch request competes at the standard level, after the native standard
+    # requests (aging never takes a class's own capacity); aged to rank 0 it goes ahead of every
+    # standard request, and still after native interactive ones.
     assert ids(policy.order([old, std], now=batch_wait - 1, config=CFG)) == [2, 1]
-    assert ids(policy.order([old, std], now=batch_wait + 1, config=CFG)) == [1, 2]
+    assert ids(policy.order([old, std], now=batch_wait + 1, config=CFG)) == [2, 1]
+    fresh_std = req(5, "standard", deadline=2 * batch_wait + 5, arrival=2 * batch_wait - 1)
+    assert ids(policy.order([old, fresh_std], now=2 * batch_wait, config=CFG)) == [1, 5]
     inter = req(4, "interactive", deadline=batch_wait + 2, arrival=batch_wait)
-    assert ids(policy.order([old, std, inter], now=batch_wait + 1, config=CFG)) == [4, 1, 2]
-    assert ids(policy.order([old, inter], now=2 * batch_wait, config=CFG)) == [1, 4]
+    assert ids(policy.order([old, std, inter], now=batch_wait + 1, config=CFG)) == [4, 2, 1]
+    assert ids(policy.order([old, inter], now=2 * batch_wait, config=CFG)) == [4, 1]
     # two promoted requests at the same level: EDF between them
     aged = req(3, "batch", deadline=400.0, arrival=0.0)
     assert ids(policy.order([old, aged], now=batch_wait + 1, config=CFG)) == [3, 1]

@@ -86,7 +86,7 @@ def test_simulates_a_thousand_replicas():
 
 
 def test_cli_simulate_and_find_replicas(tmp_path):
-    from cluster.cli import app
+    from cli import app
 
     runner = CliRunner()
     r = runner.invoke(app, ["bench", "simulate", "--rate", "1000", "--replicas", "4", "--duration-s", "2", "--json"])
@@ -100,18 +100,20 @@ def test_cli_simulate_and_find_replicas(tmp_path):
     assert r.exit_code != 0 and "lifo" in r.output
 
 
-def test_aging_keeps_batch_from_starving_under_saturating_interactive_load():
+def test_aging_keeps_batch_from_starving_under_saturating_standard_load():
     from scheduler.config import PriorityClass
 
     def classes(max_wait_s):
         return [PriorityClass(name="interactive", rank=0, deadline_s=1.0, max_queue=10_000, max_wait_s=max_wait_s),
-                PriorityClass(name="standard", rank=1, deadline_s=30.0, max_queue=10_000, max_wait_s=max_wait_s),
+                PriorityClass(name="standard", rank=1, deadline_s=1.0, max_queue=10_000, max_wait_s=max_wait_s),
                 PriorityClass(name="batch", rank=2, deadline_s=5.0, max_queue=10_000, max_wait_s=max_wait_s)]
 
-    # interactive alone overloads the replica (1.5x) for 10 s, plus a trickle of batch work with a
-    # 5 s deadline; no admission control. Without aging every batch is all interactive while the
+    # standard alone overloads the replica (1.5x) for 10 s, plus a trickle of batch work with a
+    # 5 s deadline; no admission control. Without aging every batch is all standard while the
     # overload lasts, so only batch requests from the last ~5 s (served after it ends) make it.
-    trace = list(poisson(1.5 * 444, 10.0, mix={"interactive": 0.98, "batch": 0.02}, seed=7))
+    # Aged twice (rank 0), batch work goes ahead of every standard request. (It never goes ahead
+    # of native interactive work: test_scheduler_deadlines.py.)
+    trace = list(poisson(1.5 * 444, 10.0, mix={"standard": 0.98, "batch": 0.02}, seed=7))
     aged = cfg().model_copy(update={"classes": classes(1.0), "admission": False})
     no_aging = cfg().model_copy(update={"classes": classes(1000.0), "admission": False})
     with_aging = simulate(aged, trace, 1, MODEL).classes["batch"]
