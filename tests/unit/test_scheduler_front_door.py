@@ -1,0 +1,41 @@
+"""The front door's admission rule (scheduler/front_door.py): pure, fake clock."""
+from scheduler.front_door import EdgeLimits, EdgeView, edge_decision, refusing_until
+
+LIMITS = EdgeLimits(max_inflight=100, share=(1.0, 0.5, 0.25), max_lag_s=0.05, max_hold_s=2.0)
+
+
+def test_lower_classes_are_refused_first_as_the_edge_fills():
+    def admitted(inflight):
+        return [edge_decision(r, EdgeView(0.0, inflight), LIMITS).admit for r in range(3)]
+
+    assert admitted(10) == [True, True, True]
+    assert admitted(30) == [True, True, False]  # batch may fill a quarter of the window
+    assert admitted(60) == [True, False, False]
+    assert admitted(99) == [True, False, False]
+    assert admitted(100) == [False, False, False]  # even interactive: the replica is full
+
+
+def test_a_late_event_loop_refuses_every_class_but_the_top_one():
+    view = EdgeView(0.0, 5, loop_lag_s=0.2)
+    assert edge_decision(0, view, LIMITS).admit
+    d = edge_decision(2, view, LIMITS)
+    assert not d.admit and "200 ms late" in d.reason
+
+
+def test_refusals_of_lower_classes_are_held_and_interactive_ones_are_not():
+    d = edge_decision(2, EdgeView(0.0, 50), LIMITS)
+    assert not d.admit and d.hold_s > 0 and d.retry_after_s >= 1.0
+    d = edge_decision(0, EdgeView(0.0, 100), LIMITS)
+    assert not d.admit and d.hold_s == 0.0
+
+
+def test_scheduler_refusals_are_answered_at_the_edge_until_retry_after():
+    until = refusing_until((), 1, 3.0, now=10.0, nranks=3)
+    assert until == (0.0, 13.0, 13.0)  # standard and every lower class
+    assert not edge_decision(1, EdgeView(12.0, 0, refusing_until=until), LIMITS).admit
+    assert not edge_decision(2, EdgeView(12.0, 0, refusing_until=until), LIMITS).admit
+    assert edge_decision(0, EdgeView(12.0, 0, refusing_until=until), LIMITS).admit
+    assert edge_decision(1, EdgeView(13.5, 0, refusing_until=until), LIMITS).admit
+    # the top class is always asked, and a long Retry-After is capped
+    assert refusing_until(until, 0, 9.0, now=10.0, nranks=3) == until
+    assert refusing_until((), 2, 60.0, now=0.0, nranks=3) == (0.0, 0.0, 5.0)
