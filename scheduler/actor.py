@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from scheduler.config import SchedulerConfig
 from scheduler.core import Dispatch, SchedulerCore
+from scheduler.front_door import EdgeReport, merge_edge_reports
 from scheduler.metrics import NullMetrics, RayMetrics
 from scheduler.pools import ReplicaPool, as_pool
 from scheduler.request import Job, Outcome, Request, Status
@@ -70,6 +71,7 @@ class SchedulerActor:
         self._loop_task: asyncio.Task | None = None
         self._batch_tasks: set[asyncio.Task] = set()
         self.pools: dict[str, ReplicaPool] = {}
+        self._edge: dict[str, EdgeReport] = {}  # gateway id -> its latest report
         for name, obj in (pools or {}).items():
             self.set_pool(name, obj)
 
@@ -162,8 +164,18 @@ class SchedulerActor:
         has at least one live replica (an unattached pool only refuses its own jobs)."""
         return bool(self.pools) and all(p.live_replicas() > 0 for p in self.pools.values())
 
+    def edge_report(self, report: EdgeReport) -> None:
+        """A gateway's cumulative edge counts (see front_door.EdgeReport); exported as deltas."""
+        prev = self._edge.get(report.gateway_id)
+        for key, n in report.counts.items():
+            delta = n - (prev.counts.get(key, 0) if prev else 0)
+            if delta > 0:
+                self.metrics.edge(key[0], key[1], delta)
+        self._edge[report.gateway_id] = report
+
     def stats(self) -> dict:
         s = self.core.stats()
+        s["edge"] = merge_edge_reports(list(self._edge.values()))
         s["replicas"] = {name: self.replicas(name) for name in self.core.pools}
         s["pending"] = len(self._pending)
         s["metrics"] = type(self.metrics).__name__
@@ -295,7 +307,8 @@ class SchedulerActor:
         met = status is Status.DONE and now <= req.deadline
         self.metrics.request_finished(req, status, queue_s, now - req.arrival, met)
         if not p.future.done():
-            p.future.set_result(Outcome(status, result, error, None, queue_s, service_s, p.batch_size))
+            p.future.set_result(Outcome(status, result, error, None, queue_s, service_s, p.batch_size,
+                                        req.deadline - req.arrival))
 
 
 # ---------------------------------------------------------------- Ray edge

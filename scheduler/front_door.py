@@ -81,6 +81,34 @@ def _refuse(rank: int, reason: str, retry_after_s: float, limits: EdgeLimits) ->
     return EdgeDecision(False, reason, retry, hold)
 
 
+EDGE_OUTCOMES = ("met", "late", "refused", "expired", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeReport:
+    """What one gateway replica saw at the caller's end, cumulative since it started: per
+    (class, outcome) counts, outcome one of EDGE_OUTCOMES. `met`/`late`: answered 200 within / after
+    the caller's deadline, timed from the gateway's receipt to the reply. The scheduler keeps the
+    latest report per gateway (cumulative, so a lost report loses nothing) and adds them up."""
+
+    gateway_id: str
+    counts: dict[tuple[str, str], int]
+
+
+def merge_edge_reports(reports: list[EdgeReport]) -> dict[str, dict]:
+    """Per class: the outcomes counted at the edge, and the end-to-end attainment (met over all
+    that were not cancelled: a refusal, an expiry or a late answer is a miss)."""
+    out: dict[str, dict] = {}
+    for rep in reports:
+        for (prio, kind), n in rep.counts.items():
+            cls = out.setdefault(prio, {k: 0 for k in EDGE_OUTCOMES})
+            cls[kind] = cls.get(kind, 0) + n
+    for cls in out.values():
+        total = sum(cls[k] for k in EDGE_OUTCOMES)
+        cls["attainment"] = cls["met"] / total if total else None
+    return out
+
+
 def refusing_until(current: tuple[float, ...], rank: int, retry_after_s: float | None, now: float,
                    nranks: int, max_s: float = 5.0) -> tuple[float, ...]:
     """After the scheduler refused class `rank`: that class and every lower one are refused at the

@@ -32,6 +32,9 @@ class NullMetrics:
     def replicas(self, pool: str, count: int) -> None:
         pass
 
+    def edge(self, priority: str, outcome: str, count: int) -> None:
+        pass
+
 
 class RayMetrics(NullMetrics):
     """Counters, gauges and histograms through `ray.util.metrics` (passed in as `m`)."""
@@ -55,6 +58,9 @@ class RayMetrics(NullMetrics):
                                       boundaries=LATENCY_BOUNDARIES_S, tag_keys=("pool",))
         self._depth = m.Gauge(f"{prefix}_queue_depth", "queued requests", tag_keys=("pool", "priority"))
         self._replicas = m.Gauge(f"{prefix}_replicas", "live replicas", tag_keys=("pool",))
+        self._edge = m.Counter("mtc_edge_requests", "requests as the caller saw them at the gateway: "
+                               "met / late (answered after the deadline) / refused / expired / failed",
+                               tag_keys=("priority", "outcome"))
 
     @staticmethod
     def _tags(req: Request) -> dict[str, str]:
@@ -86,3 +92,6 @@ class RayMetrics(NullMetrics):
 
     def replicas(self, pool, count):
         self._replicas.set(count, {"pool": pool})
+
+    def edge(self, priority, outcome, count):
+        self._edge.inc(count, {"priority": priority, "outcome": outcome})

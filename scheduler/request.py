@@ -126,3 +126,4 @@ class Outcome:
     queue_s: float = 0.0
     service_s: float = 0.0
     batch_size: int = 0
+    budget_s: float | None = None  # the whole deadline budget applied, from the caller's arrival

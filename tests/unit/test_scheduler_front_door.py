@@ -39,3 +39,20 @@ def test_scheduler_refusals_are_answered_at_the_edge_until_retry_after():
     # the top class is always asked, and a long Retry-After is capped
     assert refusing_until(until, 0, 9.0, now=10.0, nranks=3) == until
     assert refusing_until((), 2, 60.0, now=0.0, nranks=3) == (0.0, 0.0, 5.0)
+
+
+def test_edge_reports_add_up_per_gateway_and_count_late_answers_as_misses():
+    import asyncio
+
+    from scheduler.actor import SchedulerActor
+    from scheduler.front_door import EdgeReport
+
+    s = SchedulerActor()
+    s.edge_report(EdgeReport("g1", {("interactive", "met"): 8, ("interactive", "late"): 1}))
+    s.edge_report(EdgeReport("g2", {("interactive", "refused"): 1, ("batch", "met"): 5}))
+    # a later cumulative report replaces the earlier one of the same gateway
+    s.edge_report(EdgeReport("g1", {("interactive", "met"): 9, ("interactive", "late"): 1}))
+    edge = asyncio.run(asyncio.sleep(0, s.stats()))["edge"]
+    assert edge["interactive"]["met"] == 9 and edge["interactive"]["late"] == 1
+    assert edge["interactive"]["attainment"] == 9 / 11
+    assert edge["batch"]["attainment"] == 1.0
