@@ -6,7 +6,7 @@ model cold from the GGUF file (dequantized by transformers) and from the convert
 each in a fresh subprocess so the per-process model cache cannot help. Writes
 bench/reports/generate.md.
 
-    python bench/generate_bench.py [--batch 8] [--max-new-tokens 32] [--threads 1] [--repeats 2]
+    python -m bench.generate_bench [--batch 8] [--max-new-tokens 32] [--threads 1] [--repeats 2]
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench import REPORTS_DIR, ROOT
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-REPORT = ROOT / "bench" / "reports" / "generate.md"
+REPORT = REPORTS_DIR / "generate.md"
 
 CHATS = [
     "What is the capital of France?",
@@ -99,7 +99,7 @@ def main() -> None:
     lines = [
         "# Generator: static batch vs sequential calls",
         "",
-        f"Command: `python bench/generate_bench.py --batch {args.batch} --max-new-tokens {args.max_new_tokens} "
+        f"Command: `python -m bench.generate_bench --batch {args.batch} --max-new-tokens {args.max_new_tokens} "
         f"--threads {args.threads} --repeats {args.repeats}`",
         "",
         f"Model: {gen.name} (GGUF Q4_1 dequantized to float32 by transformers), device {gen.device}, "

@@ -7,7 +7,7 @@ measuring closed-loop throughput (requests/s at a fixed client concurrency) and 
 concurrency 1 (p50, p99), printed as ratios scheduler/direct. Also times the simulator at 1,000
 replicas and 50,000 req/s. Writes bench/reports/scheduler.md and bench/reports/scheduler.png.
 
-    python bench/scheduler_bench.py [--rounds 3] [--requests 1500] [--concurrency 64] [--latency-requests 200]
+    python -m bench.scheduler_bench [--rounds 3] [--requests 1500] [--concurrency 64] [--latency-requests 200]
 """
 from __future__ import annotations
 
@@ -18,16 +18,13 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from bench import REPORTS_DIR
+from bench.serve_load import free_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-REPORT = ROOT / "bench" / "reports" / "scheduler.md"
-PLOT = ROOT / "bench" / "reports" / "scheduler.png"
-
-from bench.serve_load import free_port  # noqa: E402  (after ROOT is on sys.path)
-
+REPORT = REPORTS_DIR / "scheduler.md"
+PLOT = REPORTS_DIR / "scheduler.png"
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -56,7 +53,7 @@ def run_serve_paths(args) -> dict:
     from ray import serve
 
     from scheduler.actor import remote_scheduler
-    from scheduler.config import LatencyPrior, PoolConfig, SchedulerConfig
+    from scheduler.config import ENCODER_POOL, LatencyPrior, PoolConfig, SchedulerConfig
     from scheduler.request import Job, Status
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -76,7 +73,7 @@ def run_serve_paths(args) -> dict:
 
         def scheduler_call(sched):
             async def call(i):
-                o = await sched.submit.remote(Job(("noop",), "encoder", "standard", 10_000, 16, i))
+                o = await sched.submit.remote(Job(("noop",), ENCODER_POOL, "standard", 10_000, 16, i))
                 assert o.status is Status.DONE and o.result == i, o
             return call
 
@@ -84,9 +81,9 @@ def run_serve_paths(args) -> dict:
         scheds = {}
         for label, wait_s in (("scheduler, batch_wait 5 ms", 0.005), ("scheduler, batch_wait 0", 0.0)):
             cfg = SchedulerConfig(pools=[PoolConfig(
-                name="encoder", max_batch_size=args.batch_size, batch_wait_s=wait_s,
+                name=ENCODER_POOL, max_batch_size=args.batch_size, batch_wait_s=wait_s,
                 inflight_per_replica=2, prior=LatencyPrior(a_s=0.002, b_s=0.0001, c_s=0.0))])
-            sched = remote_scheduler(cfg, {"encoder": handle})
+            sched = remote_scheduler(cfg, {ENCODER_POOL: handle})
             scheds[label] = sched
             variants[label] = scheduler_call(sched)
 
@@ -115,7 +112,7 @@ def run_serve_paths(args) -> dict:
         for label, sched in scheds.items():
             st = ray.get(sched.stats.remote())
             results[label]["mean_batch_size"] = st["mean_batch_size"]
-            results[label]["replicas_seen"] = st["replicas"]["encoder"]
+            results[label]["replicas_seen"] = st["replicas"][ENCODER_POOL]
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -123,11 +120,11 @@ def run_serve_paths(args) -> dict:
 
 
 def run_simulator(args) -> dict:
-    from scheduler.config import LatencyPrior, PoolConfig, SchedulerConfig
+    from scheduler.config import ENCODER_POOL, LatencyPrior, PoolConfig, SchedulerConfig
     from scheduler.simulator import ReplicaModel, simulate
     from scheduler.workload import poisson
 
-    cfg = SchedulerConfig(pools=[PoolConfig(name="encoder", max_batch_size=32, batch_wait_s=0.005,
+    cfg = SchedulerConfig(pools=[PoolConfig(name=ENCODER_POOL, max_batch_size=32, batch_wait_s=0.005,
                                             prior=LatencyPrior(a_s=0.02, b_s=0.001, c_s=0.0))])
     t = time.perf_counter()
     trace = list(poisson(50_000, args.sim_seconds, tokens=(16, 32), deadline_ms={"interactive": 100}, seed=1))
@@ -154,7 +151,7 @@ def write_report(args, serve_res: dict, sim: dict | None) -> None:
         f"Scheduler: Ray actor, pool = the same DeploymentHandle, max_batch_size {args.batch_size}, "
         "2 batches in flight per replica.",
         "",
-        "Command: `python bench/scheduler_bench.py " + " ".join(sys.argv[1:]) + "`",
+        "Command: `python -m bench.scheduler_bench " + " ".join(sys.argv[1:]) + "`",
         "",
         "| path | throughput req/s | x direct | p50 ms (conc 1) | p99 ms (conc 1) | p50 ms (loaded) | p99 ms (loaded) | mean batch |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

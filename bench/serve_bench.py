@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from bench import REPORTS_DIR
 from bench.serve_baselines import RawModel, baseline_all_tasks_app, baseline_single_task_app
 from bench.serve_load import (
-    ROOT,
     Run,
     closed_loop,
     free_port,
@@ -37,8 +37,8 @@ from bench.serve_load import (
     wait_http,
 )
 
-REPORT = ROOT / "bench" / "reports" / "serve.md"
-PLOT = ROOT / "bench" / "reports" / "serve.png"
+REPORT = REPORTS_DIR / "serve.md"
+PLOT = REPORTS_DIR / "serve.png"
 IN_FLIGHT_TEXTS = 128  # (a): clients x texts per request, the same at every request size
 
 
@@ -46,8 +46,9 @@ def deploy_stack(bundle_path: str, encoder_replicas: int, max_batch_size: int, i
                  name: str = "mtc-bench") -> str:
     from ray import serve  # noqa: PLC0415
 
-    from cluster.serve_app import build_application  # noqa: PLC0415
+    from cluster.app import build_application  # noqa: PLC0415
     from cluster.serve_config import parse_serve_config  # noqa: PLC0415
+    from scheduler.config import ENCODER_POOL  # noqa: PLC0415
 
     classes = [
         {"name": "interactive", "rank": 0, "deadline_s": interactive_deadline_s, "max_queue": 1000, "max_wait_s": 5},
@@ -59,7 +60,7 @@ def deploy_stack(bundle_path: str, encoder_replicas: int, max_batch_size: int, i
         "encoder": {"num_cpus": 1, "max_ongoing_requests": 2,
                     "autoscaling": {"min_replicas": encoder_replicas, "max_replicas": encoder_replicas}},
         "scheduler": {"num_cpus": 0.1, "config": {"classes": classes, "pools": [
-            {"name": "encoder", "max_batch_size": max_batch_size, "max_batch_tokens": 16384,
+            {"name": ENCODER_POOL, "max_batch_size": max_batch_size, "max_batch_tokens": 16384,
              "batch_wait_s": 0.005, "inflight_per_replica": 2}]}},
         "gateway": {"num_cpus": 0.1, "autoscaling": {"policy": "ongoing_requests", "min_replicas": 1, "max_replicas": 1},
                     "settings": {"max_texts_per_request": 64}},

@@ -12,19 +12,22 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench import ROOT
+
 HEADLINES = ROOT / "examples" / "own_csv" / "headlines.csv"
 
 
 def sample_texts() -> list[str]:
     import csv  # noqa: PLC0415
 
+    if not HEADLINES.is_file():
+        raise FileNotFoundError(f"{HEADLINES} not found: the benchmarks run from a checkout of the "
+                                "project (installed with `pip install -e .`, as scripts/install.sh does)")
     with HEADLINES.open() as f:
         heads = [row["headline"] for row in csv.DictReader(f)]
     # Headline pairs: ~15-25 words, a realistic short-text request.

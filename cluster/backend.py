@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
+from scheduler.config import ENCODER_POOL
 from scheduler.request import Job, Outcome, Status
 
 
@@ -60,7 +61,7 @@ class InProcessBackend:
         self._flusher: asyncio.Task | None = None
 
     async def submit(self, job: Job) -> Outcome:
-        if job.pool != "encoder":
+        if job.pool != ENCODER_POOL:
             self.counts["failed"] += 1
             return Outcome(Status.FAILED, error=f"no '{job.pool}' pool in the in-process backend")
         if len(self._pending) >= self.max_queue:
@@ -94,8 +95,8 @@ class InProcessBackend:
                     live.append((job, arrived, fut))
             if not live:
                 continue
-            ids = [job.payload["input_ids"] for job, _, _ in live]
-            tasks = [list(job.payload["tasks"]) for job, _, _ in live]
+            ids = [list(job.payload.input_ids) for job, _, _ in live]  # EncoderPayload
+            tasks = [list(job.payload.tasks) for job, _, _ in live]
             try:
                 raws = await asyncio.to_thread(self.bundle.run_heads, ids, tasks)
                 error = None

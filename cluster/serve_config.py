@@ -3,7 +3,7 @@
 One pydantic model (`ServeConfig`) read from YAML or from the `args` of a Serve application
 builder; errors name the key and the bad value. `deployment_options(...)` turns a pool's section
 into the exact `ray_actor_options` / `autoscaling_config` Serve wants, so the code path that
-deploys (`serve_app.build_app`) and the exported file (`export_serve_config`) can never disagree.
+deploys (`cluster.app.build_app`) and the exported file (`export_serve_config`) can never disagree.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cluster.autoscaling import POLICY_IMPORT_PATH
+from cluster.replicas.autoscaling import POLICY_IMPORT_PATH
 
 DEFAULT_SERVE_CONFIG_PATH = Path(__file__).with_name("serve.yaml")
-APP_IMPORT_PATH = "cluster.serve_app:build_app"
+APP_IMPORT_PATH = "cluster.app:build_app"
 ENCODER_DEPLOYMENT = "EncoderReplica"
 GENERATOR_DEPLOYMENT = "GeneratorReplica"
 SCHEDULER_DEPLOYMENT = "Scheduler"
@@ -32,7 +32,7 @@ class _Strict(BaseModel):
 
 
 class Autoscaling(_Strict):
-    """Replica bounds and pacing. `policy: load` is ours (see cluster/autoscaling.py);
+    """Replica bounds and pacing. `policy: load` is ours (see cluster/replicas/autoscaling.py);
     `ongoing_requests` is Serve's built-in policy (right for the gateway, wrong for model pools)."""
 
     min_replicas: int = Field(1, ge=0)

@@ -4,7 +4,6 @@
     python scripts/probes/bbc_chunks.py BUNDLE [BUNDLE ...]
 """
 import sys, numpy as np, torch
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 from mtl.bundle import load_bundle
 from mtl.config import load_config
 from mtl.data import load_examples

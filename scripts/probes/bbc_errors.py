@@ -3,7 +3,6 @@
     python scripts/probes/bbc_errors.py BUNDLE [BUNDLE ...]   (the split comes from the first bundle)
 """
 import sys, torch
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 torch.set_num_threads(1)
 from mtl.bundle import load_bundle
 from mtl.config import load_config

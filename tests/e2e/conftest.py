@@ -45,7 +45,9 @@ class Served:
         """The (single) encoder replica's own counters: batches, items, encoder_passes, node."""
         from ray import serve
 
-        handle = serve.get_deployment_handle("EncoderReplica", app_name=self.app_name)
+        from cluster.serve_config import ENCODER_DEPLOYMENT
+
+        handle = serve.get_deployment_handle(ENCODER_DEPLOYMENT, app_name=self.app_name)
         return handle.counters.remote().result(timeout_s=30)
 
 
@@ -93,7 +95,7 @@ def served(tiny_bundle):
     import ray
     from ray import serve
 
-    from cluster.serve_app import build_application
+    from cluster.app import build_application
     from cluster.serve_config import parse_serve_config
 
     port = free_port()

@@ -48,8 +48,8 @@ def test_bad_input_gets_status_and_message(any_server, reference_bundle, method,
 
 def test_missing_api_key_is_401(e2e_bundle_path, reference_bundle):
     from cluster.backend import InProcessBackend
-    from cluster.gateway import build_gateway_app
-    from cluster.http_schemas import GatewaySettings
+    from cluster.http.app import build_gateway_app
+    from cluster.http.schemas import GatewaySettings
     from test_http_native import UvicornThread
 
     app = build_gateway_app(InProcessBackend(reference_bundle),

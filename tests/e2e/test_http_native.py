@@ -92,8 +92,8 @@ class UvicornThread:
 @pytest.fixture(scope="session")
 def gateway_server(e2e_bundle_path, reference_bundle):
     from cluster.backend import InProcessBackend
-    from cluster.gateway import build_gateway_app
-    from cluster.http_schemas import GatewaySettings
+    from cluster.http.app import build_gateway_app
+    from cluster.http.schemas import GatewaySettings
 
     app = build_gateway_app(InProcessBackend(reference_bundle),
                             GatewaySettings(bundle_path=str(e2e_bundle_path), max_text_chars=5000,

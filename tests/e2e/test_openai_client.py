@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from openai import OpenAI
 
-from cluster.generator_replica import GeneratorCore
-from cluster.openai_api import make_openai_router
+from cluster.replicas.generator import GeneratorCore
+from cluster.http.openai_api import make_openai_router
 from mtl.generate import Generator
 from tests.net import uvicorn_in_thread
 

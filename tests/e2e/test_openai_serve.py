@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from openai import OpenAI
 
-from cluster.openai_api import make_openai_router
+from cluster.http.openai_api import make_openai_router
 from mtl.generate import Generator
 from tests.net import free_port as _free_port
 from tests.net import uvicorn_in_thread
@@ -27,7 +27,7 @@ def handle():
     import ray
     from ray import serve
 
-    from cluster.generator_replica import build_generator_deployment
+    from cluster.replicas.generator import build_generator_deployment
 
     # Another e2e module may hold a session-wide Ray + Serve (tests/e2e/conftest.py `served`): then
     # add this app beside it and remove only this app, leaving theirs running.

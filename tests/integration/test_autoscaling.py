@@ -1,7 +1,7 @@
 """The encoder pool grows from 1 to 2 replicas under backlog and shrinks back when idle.
 
 Real Ray Serve, the real Scheduler deployment (scheduler.actor.SchedulerActor) and the real
-load-based autoscaling policy (cluster/autoscaling.py). The encoder replicas are stand-ins that
+load-based autoscaling policy (cluster/replicas/autoscaling.py). The encoder replicas are stand-ins that
 sleep instead of running the model (cheap on a 2-core box) but keep EncoderCore's own counters
 and load tracking, which is what the policy reads.
 """
@@ -13,9 +13,12 @@ import pytest
 import ray
 from ray import serve
 
-from cluster.encoder_replica import EncoderCore
-from cluster.serve_app import scheduler_application
-from cluster.serve_config import parse_serve_config
+from cluster.app import scheduler_application
+from cluster.replicas.core import ReplicaMethods
+from cluster.replicas.encoder import EncoderCore
+from cluster.replicas.payload import EncoderPayload
+from cluster.serve_config import ENCODER_DEPLOYMENT, parse_serve_config
+from scheduler.config import ENCODER_POOL
 from scheduler.request import Job, Status
 
 pytestmark = pytest.mark.ray
@@ -23,8 +26,8 @@ pytestmark = pytest.mark.ray
 BATCH_S = 0.05
 
 
-@serve.deployment(name="EncoderReplica")
-class SleepyEncoder:
+@serve.deployment(name=ENCODER_DEPLOYMENT)
+class SleepyEncoder(ReplicaMethods):
     """Stand-in: 50 ms per batch in a worker thread, same load metric as the real replica."""
 
     def __init__(self):
@@ -32,12 +35,6 @@ class SleepyEncoder:
 
     async def run_batch(self, payloads):
         return await self.core.run_batch(payloads, run=lambda p: (time.sleep(BATCH_S), [{"n": 1}] * len(p))[1])
-
-    async def counters(self):
-        return self.core.counters()
-
-    async def record_autoscaling_stats(self):
-        return self.core.autoscaling_stats()
 
 
 CONFIG = {
@@ -54,7 +51,7 @@ CONFIG = {
     "scheduler": {
         "num_cpus": 0.25,
         # Small batches so one replica cannot keep up with the submitters below.
-        "config": {"pools": [{"name": "encoder", "max_batch_size": 2, "batch_wait_s": 0.0,
+        "config": {"pools": [{"name": ENCODER_POOL, "max_batch_size": 2, "batch_wait_s": 0.0,
                                "inflight_per_replica": 2}]},
     },
 }
@@ -62,9 +59,9 @@ CONFIG = {
 
 def running_encoders() -> int:
     app = serve.status().applications.get("autoscale")
-    if app is None or "EncoderReplica" not in app.deployments:
+    if app is None or ENCODER_DEPLOYMENT not in app.deployments:
         return 0
-    states = app.deployments["EncoderReplica"].replica_states
+    states = app.deployments[ENCODER_DEPLOYMENT].replica_states
     return sum(n for s, n in states.items() if getattr(s, "value", s) == "RUNNING")
 
 
@@ -102,8 +99,8 @@ def test_encoder_pool_scales_out_under_backlog_and_back_in(scheduler_handle):
 
     async def submitter():
         while not stop:
-            job = Job(tasks=("topic",), pool="encoder", priority="batch", deadline_ms=None,
-                      num_tokens=8, payload={"input_ids": [1, 2, 3], "tasks": ["topic"]})
+            job = Job(tasks=("topic",), pool=ENCODER_POOL, priority="batch", deadline_ms=None,
+                      num_tokens=8, payload=EncoderPayload((1, 2, 3), ("topic",)))
             outcomes.append(await scheduler_handle.submit.remote(job))
 
     async def drive():

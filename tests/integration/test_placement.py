@@ -14,7 +14,8 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from cluster.encoder_replica import EncoderReplica
+from cluster.replicas.encoder import EncoderReplica
+from cluster.replicas.payload import EncoderPayload
 from mtl.bundle import load_bundle
 from tests.net import free_port
 
@@ -53,7 +54,7 @@ def test_gpu_replicas_land_on_the_gpu_node_and_fall_back_to_cpu(two_node_cluster
     bundle = load_bundle(bundle_path)
     text = "Apple opened a store in Paris."
     enc = bundle.tokenize([text], [list(bundle.tasks)])[0]
-    [got] = handle.run_batch.remote([{"input_ids": enc.input_ids, "tasks": list(bundle.tasks)}]).result(timeout_s=60)
+    [got] = handle.run_batch.remote([EncoderPayload(tuple(enc.input_ids), tuple(bundle.tasks))]).result(timeout_s=60)
     [want] = bundle.run_heads([enc.input_ids], [list(bundle.tasks)])
     for task in bundle.tasks:
         np.testing.assert_allclose(got[task], want[task], atol=1e-4)

@@ -12,7 +12,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from scheduler.actor import remote_scheduler  # noqa: E402
-from scheduler.config import LatencyPrior, PoolConfig, PriorityClass, SchedulerConfig  # noqa: E402
+from scheduler.config import ENCODER_POOL, LatencyPrior, PoolConfig, PriorityClass, SchedulerConfig  # noqa: E402
 from scheduler.request import TERMINAL, Job, Status  # noqa: E402
 from scheduler.simulator import ReplicaModel, simulate  # noqa: E402
 from scheduler.workload import poisson  # noqa: E402
@@ -35,7 +35,7 @@ def config(policy: str) -> SchedulerConfig:
             PriorityClass(name="standard", rank=1, deadline_s=12.0, max_queue=2000, max_wait_s=60),
             PriorityClass(name="batch", rank=2, deadline_s=12.0, max_queue=2000, max_wait_s=60),
         ],
-        pools=[PoolConfig(name="encoder", max_batch_size=BATCH, max_batch_tokens=4096, batch_wait_s=0.005,
+        pools=[PoolConfig(name=ENCODER_POOL, max_batch_size=BATCH, max_batch_tokens=4096, batch_wait_s=0.005,
                           prior=LatencyPrior(a_s=A_S, b_s=B_S, c_s=0.0))],
     )
 
@@ -78,7 +78,7 @@ async def replay(sched, trace):
 def run_policy(policy: str):
     replicas = [FakeReplica.remote(A_S, B_S) for _ in range(REPLICAS)]
     ray.get([r.run_batch.remote([]) for r in replicas])  # started before the clock runs
-    sched = remote_scheduler(config(policy), {"encoder": replicas})
+    sched = remote_scheduler(config(policy), {ENCODER_POOL: replicas})
     ray.get(sched.stats.remote())  # started: otherwise the first seconds of the trace arrive as one burst
     outcomes = asyncio.run(replay(sched, TRACE))
     stats = ray.get(sched.stats.remote())
@@ -120,7 +120,7 @@ def test_priority_beats_fifo_under_2x_overload_and_simulator_agrees(ray_local):
     # The same simulation with the latency model the FIFO actor fitted online: on a loaded machine
     # the fake replicas run slower than configured, and FIFO's attainment (when the queue crosses
     # the deadline) is sensitive to exactly that; the fitted model is what the simulator is for.
-    fit = fifo["latency_model"]["encoder"]
+    fit = fifo["latency_model"][ENCODER_POOL]
     fitted = ReplicaModel(max(0.0, fit["a_s"]), max(0.0, fit["b_s"]), max(0.0, fit["c_s"]))
     sim_fifo_fitted = simulate(config("fifo"), TRACE, REPLICAS, fitted).attainment("interactive")
     print(f"simulator (configured model): priority_edf {sim_prio:.4f}  fifo {sim_fifo:.4f}; "
@@ -133,10 +133,10 @@ def test_priority_beats_fifo_under_2x_overload_and_simulator_agrees(ray_local):
 def test_killing_a_replica_mid_batch_loses_no_request(ray_local):
     replicas = [FakeReplica.remote(0.4, 0.01) for _ in range(3)]
     ray.get([r.run_batch.remote([]) for r in replicas])
-    sched = remote_scheduler(config("priority_edf"), {"encoder": replicas})
+    sched = remote_scheduler(config("priority_edf"), {ENCODER_POOL: replicas})
 
     async def main():
-        refs = [sched.submit.remote(Job(("t",), "encoder", "standard", None, 16, i)) for i in range(48)]
+        refs = [sched.submit.remote(Job(("t",), ENCODER_POOL, "standard", None, 16, i)) for i in range(48)]
         await asyncio.sleep(0.2)  # every replica is now inside a 0.4 s batch
         ray.kill(replicas[0], no_restart=True)
         return await asyncio.gather(*refs)
@@ -145,7 +145,7 @@ def test_killing_a_replica_mid_batch_loses_no_request(ray_local):
     stats = ray.get(sched.stats.remote())
     assert [o.status for o in outcomes] == [Status.DONE] * 48
     assert [o.result for o in outcomes] == [{"echo": i} for i in range(48)]
-    assert stats["replicas"]["encoder"] == 2
+    assert stats["replicas"][ENCODER_POOL] == 2
     assert stats["counts"] == {"done": 48}
     assert stats["metrics"] == "RayMetrics"  # exported through ray.util.metrics inside Ray (and it worked)
     for h in [sched, *replicas[1:]]:

@@ -8,8 +8,8 @@ import yaml
 from ray import serve
 from typer.testing import CliRunner
 
-from cluster.cli import app as cli
-from cluster.serve_app import build_app
+from cli import app as cli
+from cluster.app import build_app
 from cluster.serve_config import parse_serve_config, write_serve_config
 from tests.net import free_port
 
@@ -31,7 +31,7 @@ def deployed(tiny_bundle, tmp_path_factory):
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         # Exactly what `serve deploy` does with the file: import_path(args).
-        assert app_spec["import_path"] == "cluster.serve_app:build_app"
+        assert app_spec["import_path"] == "cluster.app:build_app"
         serve.run(build_app(app_spec["args"]), name=app_spec["name"], route_prefix=app_spec["route_prefix"])
         yield f"http://127.0.0.1:{port}", app_spec["name"]
     finally:

@@ -92,7 +92,7 @@ def test_refusal_of_one_text_refuses_the_request(random_bundle_path):
     from test_gateway_support import _raw
 
     def script(job):
-        if job.payload["input_ids"][1:2] == [1038]:  # "b" is token 1038 in the MiniLM vocab
+        if job.payload.input_ids[1:2] == (1038,):  # "b" is token 1038 in the MiniLM vocab
             return Outcome(Status.REFUSED, retry_after_s=3.0)
         return Outcome(Status.DONE, result=_raw(job))
 

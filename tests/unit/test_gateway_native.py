@@ -12,6 +12,8 @@ from test_gateway_support import (  # noqa: F401  (fixtures)
     random_bundle_path,
 )
 
+from cluster.replicas.payload import EncoderPayload
+from scheduler.config import ENCODER_POOL
 from tests.predictions import assert_same_predictions
 
 
@@ -48,11 +50,11 @@ def test_one_job_per_text_with_contract_payload(random_bundle_path):
     assert r.status_code == 200, r.text
     assert len(backend.jobs) == 2
     for job in backend.jobs:
-        assert job.pool == "encoder" and job.priority == "interactive" and job.deadline_ms == 250
+        assert job.pool == ENCODER_POOL and job.priority == "interactive" and job.deadline_ms == 250
         assert job.tasks == ("topic", "score")
-        assert set(job.payload) == {"input_ids", "tasks"} and job.payload["tasks"] == ["topic", "score"]
-        assert job.num_tokens == len(job.payload["input_ids"]) > 2
-        assert all(isinstance(i, int) for i in job.payload["input_ids"])
+        assert isinstance(job.payload, EncoderPayload) and job.payload.tasks == ("topic", "score")
+        assert job.num_tokens == len(job.payload.input_ids) > 2
+        assert all(isinstance(i, int) for i in job.payload.input_ids)
 
 
 def test_default_priority_and_all_tasks(random_bundle_path):
@@ -101,7 +103,7 @@ def test_api_keys(random_bundle_path, header, status):
 
 
 def test_api_keys_from_environment(random_bundle_path, monkeypatch):
-    from cluster.http_schemas import GatewaySettings
+    from cluster.http.schemas import GatewaySettings
 
     monkeypatch.setenv("MTC_API_KEYS", "k1, k2")
     assert GatewaySettings().api_keys == ("k1", "k2")

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cluster.backend import InProcessBackend
-from cluster.gateway import build_gateway_app
-from cluster.http_schemas import GatewaySettings
+from cluster.http.app import build_gateway_app
+from cluster.http.schemas import GatewaySettings
 from scheduler.request import Job, Outcome, Status
 
 TEXTS = ["Shares of Apple rose 3% after the earnings call in Zurich.",
@@ -92,7 +92,7 @@ class ScriptedBackend:
 
 
 def _raw(job: Job) -> dict:
-    n = len(job.payload["input_ids"])
+    n = len(job.payload.input_ids)
     out = {}
     for t in job.tasks:
         if t == "topic":

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster.generator_replica import GeneratorCore
+from cluster.replicas.generator import GeneratorCore
 from mtl.generate import Completion, Generator, PromptTooLongError, default_model_path
 
 

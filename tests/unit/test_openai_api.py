@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cluster.backend import GenerationUnavailable
-from cluster.openai_api import make_openai_router
+from cluster.http.openai_api import make_openai_router
+from scheduler.config import GENERATOR_POOL
 from scheduler.request import Job, Outcome, Status
 
 MODEL = "smollm2-135m-instruct"
@@ -81,7 +82,7 @@ def test_chat_completion_shape_and_the_job_it_submits(client, backend):
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     (job,) = backend.jobs
-    assert (job.pool, job.tasks, job.priority, job.deadline_ms) == ("generator", ("chat",), "interactive", 1500)
+    assert (job.pool, job.tasks, job.priority, job.deadline_ms) == (GENERATOR_POOL, ("chat",), "interactive", 1500)
     assert job.payload == {"task": "chat", "inputs": [{"role": "user", "content": "Hi"}], "max_new_tokens": 9,
                            "temperature": 0.5, "top_p": 1.0, "stop": ["\n"], "seed": 4}
     assert job.num_tokens > 9

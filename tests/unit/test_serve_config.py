@@ -4,7 +4,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from cluster.autoscaling import LOAD_METRIC, LoadPolicy, LoadTracker, desired_replicas
+from cluster.replicas.autoscaling import LOAD_METRIC, LoadPolicy, LoadTracker, desired_replicas
 from cluster.serve_config import (
     ServeConfigError,
     export_serve_config,
@@ -41,11 +41,11 @@ def test_export_is_a_valid_serve_deploy_config(tmp_path):
     data = yaml.safe_load(path.read_text())
     schema = ServeDeploySchema.model_validate(data)
     app = schema.applications[0]
-    assert app.import_path == "cluster.serve_app:build_app"
+    assert app.import_path == "cluster.app:build_app"
     assert parse_serve_config(app.args) == config  # args round-trip to the same config
     encoder = next(d for d in app.deployments if d.name == "EncoderReplica")
     assert encoder.ray_actor_options.num_gpus == 1
-    assert encoder.autoscaling_config["policy"]["policy_function"] == "cluster.autoscaling:LoadPolicy"
+    assert encoder.autoscaling_config["policy"]["policy_function"] == "cluster.replicas.autoscaling:LoadPolicy"
     assert {d.name for d in app.deployments} == {"EncoderReplica", "Scheduler", "Gateway"}
 
 
@@ -92,7 +92,7 @@ def test_policy_reads_the_custom_metric():
 def test_cli_export_config_writes_a_deployable_file(tmp_path):
     from typer.testing import CliRunner
 
-    from cluster.cli import app
+    from cli import app
 
     out = tmp_path / "deploy.yaml"
     result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "8123", "--export-config", str(out)])
@@ -106,7 +106,7 @@ def test_cli_export_config_writes_a_deployable_file(tmp_path):
 def test_cli_serve_without_bundle_says_what_to_do(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cluster.cli import app
+    from cli import app
 
     monkeypatch.chdir(tmp_path)  # no bundles/default here
     result = CliRunner().invoke(app, ["serve"])

@@ -11,7 +11,7 @@ import tritonclient.http as th
 from tritonclient.utils import deserialize_bytes_tensor as tc_deserialize
 from tritonclient.utils import serialize_byte_tensor as tc_serialize
 
-from cluster.v2_protocol import (
+from cluster.http.v2_protocol import (
     HEADER_LENGTH,
     OutputTensor,
     V2CodecError,

@@ -17,9 +17,9 @@ from test_gateway_support import (  # noqa: F401  (fixtures)
     random_bundle_path,
 )
 
-from cluster.v2_protocol import HEADER_LENGTH
-from cluster.v2_routes import v2_deadline_ms, v2_priority
-from cluster.http_errors import ApiError
+from cluster.http.v2_protocol import HEADER_LENGTH
+from cluster.http.v2_routes import v2_deadline_ms, v2_priority
+from cluster.http.errors import ApiError
 
 CLASSES = ("interactive", "standard", "batch")
 

@@ -6,7 +6,7 @@ that the gateway mounts. It imports no Ray and no model: the gateway injects
     `submit_fn(payload, priority, deadline_ms) -> Outcome | result`  (three parameters);
   * `stream_fn(payload, priority) -> async iterator` of str text deltas, optionally ending with one
     dict `{finish_reason, prompt_tokens, completion_tokens}` (what GeneratorReplica.stream yields).
-A result is the generator payload's result (cluster/generator_payload.py): a dict with `text`,
+A result is the generator payload's result (cluster/replicas/payload.py): a dict with `text`,
 `prompt_tokens`, `completion_tokens`, `finish_reason`, or `{"error", "status"}`.
 
 Models: `model_name` (raw prompts for /v1/completions, the chat template for chat) and one alias per
@@ -34,7 +34,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from cluster.backend import GenerationUnavailable
-from cluster.openai_schemas import (
+from cluster.http.errors import ApiError, outcome_error
+from cluster.http.openai_schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     CompletionRequest,
@@ -44,22 +45,25 @@ from cluster.openai_schemas import (
     TextCompletion,
     error_payload,
 )
-from scheduler.request import Job, Status
+from scheduler.config import GENERATOR_POOL
+from scheduler.request import Job
 
 log = logging.getLogger("mtc.openai")
 
 TEMPLATED_TASKS = ("chat", "summarize", "answer")
-GENERATOR_POOL = "generator"
 ERROR_DOCS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 503, 504)}
 
 
-class OpenAIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.headers = status, message, param, headers or {}
+class OpenAIError(ApiError):
+    """An `ApiError` that may name the request field (`param`) at fault, as OpenAI's errors do."""
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(error_payload(self.status, self.message, self.param), self.status, self.headers)
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict | None = None):
+        super().__init__(status, message, headers)
+        self.param = param
+
+
+def _openai_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(error_payload(err.status, err.message, getattr(err, "param", None)), err.status, err.headers)
 
 
 class _OpenAIRoute(APIRoute):
@@ -72,10 +76,10 @@ class _OpenAIRoute(APIRoute):
         async def openai_handler(request: Request) -> Any:
             try:
                 return await handler(request)
-            except OpenAIError as err:
-                return err.response()
+            except ApiError as err:
+                return _openai_response(err)
             except RequestValidationError as exc:
-                return _validation_error(exc).response()
+                return _openai_response(_validation_error(exc))
 
         return openai_handler
 
@@ -261,20 +265,11 @@ async def _maybe_await(value: Any) -> Any:
 
 
 def _result_of(answer: Any) -> dict:
-    """An Outcome (or a bare result) -> the result dict, or the OpenAIError its status means."""
-    status = getattr(answer, "status", None)
-    if status is not None:
-        status = status if isinstance(status, Status) else Status(str(getattr(status, "value", status)))
-        if status is Status.REFUSED:
-            retry = answer.retry_after_s
-            seconds = max(1, math.ceil(retry)) if retry is not None and math.isfinite(retry) else 1
-            raise OpenAIError(429, f"the server is at capacity ({answer.error or 'refused'}); retry in {seconds} s",
-                              headers={"Retry-After": str(seconds)})
-        if status is Status.EXPIRED:
-            raise OpenAIError(504, f"the deadline passed before the request could run ({answer.error or 'expired'}); "
-                                   "raise deadline_ms or retry")
-        if status is not Status.DONE:
-            raise OpenAIError(503, f"generation {status.value}: {answer.error or 'no detail'}; retry shortly")
+    """An Outcome (or a bare result) -> the result dict, or the error its status means."""
+    if hasattr(answer, "status"):
+        error = outcome_error(answer)
+        if error is not None:
+            raise error
         answer = answer.result
     if not isinstance(answer, dict):
         raise OpenAIError(503, f"the generator returned no result ({type(answer).__name__})")

@@ -23,10 +23,10 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from cluster.gateway_edge import Edge
-from cluster.http_errors import ApiError
-from cluster.http_schemas import ERROR_RESPONSES
-from cluster.v2_protocol import (
+from cluster.http.edge import Edge
+from cluster.http.errors import ApiError
+from cluster.http.schemas import ERROR_RESPONSES
+from cluster.http.v2_protocol import (
     HEADER_LENGTH,
     InferRequest,
     OutputTensor,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cluster.cli import app
+from cli import app
 
 DEFAULT_OUT = Path("bundles/default")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cluster.cli import app
+from cli import app
 
 bench_app = typer.Typer(help="Benchmarks and capacity planning.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")

@@ -1,8 +1,10 @@
 """HTTP errors for the gateway: one JSON shape, `{"error": "<what went wrong and how to fix it>"}`.
 
 That shape is what the Open Inference Protocol (V2) requires of its errors, so native and V2
-routes share it and a client needs one parser. Every failure path ends here:
+routes share it and a client needs one parser (the OpenAI routes render the same `ApiError` in
+OpenAI's shape). Every failure path ends here:
 - `ApiError` raised by a route (status, message, optional headers such as Retry-After);
+- `outcome_error`: the one mapping of the scheduler's `Outcome` to HTTP, for every dialect;
 - FastAPI's request validation (malformed JSON -> 400, wrong fields/types -> 422, naming the field);
 - Starlette's HTTP errors (unknown route 404, wrong method 405);
 - anything else: logged with a request id and answered 500 with that id, never a stack trace.
@@ -13,12 +15,15 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scheduler.request import Outcome, Status
 
 log = logging.getLogger("mtc.gateway")
 
@@ -42,6 +47,40 @@ def retry_after_header(retry_after_s: float | None) -> dict[str, str]:
     if retry_after_s is None or not math.isfinite(retry_after_s):
         return {"Retry-After": "1"}
     return {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+def _status(outcome: Any) -> Status:
+    # An Outcome that crossed a process boundary by another route may carry its status by value.
+    status = outcome.status
+    return status if isinstance(status, Status) else Status(str(getattr(status, "value", status)))
+
+
+def outcome_error(outcomes: Outcome | Sequence[Outcome]) -> ApiError | None:
+    """The error a request's outcomes mean, or None when every part is done with a result.
+
+    A request succeeds only if every part did. Refusal wins (429: the client may retry it all
+    after Retry-After, whole seconds rounded up), then expiry (504), then any other failure (503).
+    """
+    outcomes = [outcomes] if hasattr(outcomes, "status") else list(outcomes)
+    bad = [o for o in outcomes if _status(o) is not Status.DONE]
+    if not bad:
+        if any(not isinstance(o.result, dict) for o in outcomes):
+            return ApiError(503, "the model backend returned no result; retry shortly")
+        return None
+    refused = [o for o in bad if _status(o) is Status.REFUSED]
+    if refused:
+        wait = max((o.retry_after_s for o in refused if o.retry_after_s is not None), default=None)
+        reason = refused[0].error or "the queue is full or the deadline cannot be met"
+        return ApiError(429, f"refused by admission control ({reason}); retry after the Retry-After "
+                             "seconds, or use a lower priority or a longer deadline",
+                        retry_after_header(wait))
+    expired = [o for o in bad if _status(o) is Status.EXPIRED]
+    if expired:
+        return ApiError(504, f"deadline passed before the work finished ({expired[0].error or 'expired'}); "
+                             "give a longer deadline_ms or retry")
+    o = bad[0]
+    return ApiError(503, f"inference {_status(o).value}: {o.error or 'replica failure'}; retry shortly",
+                    {"Retry-After": "1"})
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

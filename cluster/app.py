@@ -9,7 +9,7 @@
                      EncoderReplica pool (autoscaled on replica load; GPU when configured)
                      GeneratorReplica pool (optional)
 
-`build_app(args)` is a Serve application builder: `serve run cluster.serve_app:build_app
+`build_app(args)` is a Serve application builder: `serve run cluster.app:build_app
 bundle=PATH`, the `import_path` of the file `mtc serve --export-config` writes, and what
 `mtc serve` itself deploys. `args` is a serve.yaml mapping (cluster/serve_config.py).
 """
@@ -23,7 +23,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from cluster.encoder_replica import encoder_deployment
+from cluster.replicas.encoder import encoder_deployment
 from cluster.serve_backend import ServeBackend
 from cluster.serve_config import (
     GATEWAY_DEPLOYMENT,
@@ -32,6 +32,7 @@ from cluster.serve_config import (
     ServeConfigError,
     parse_serve_config,
 )
+from scheduler.config import ENCODER_POOL, GENERATOR_POOL, load_scheduler_config
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,13 +43,12 @@ class Scheduler:
 
     def __init__(self, scheduler_config: dict, encoder: Any, generator: Any | None = None):
         from scheduler.actor import SchedulerActor  # noqa: PLC0415
-        from scheduler.config import load_scheduler_config  # noqa: PLC0415
         from scheduler.pools import as_pool  # noqa: PLC0415
 
         config = load_scheduler_config(scheduler_config)
-        self.handles = {"encoder": encoder}
+        self.handles = {ENCODER_POOL: encoder}
         if generator is not None:
-            self.handles["generator"] = generator
+            self.handles[GENERATOR_POOL] = generator
         pools = {name: as_pool(handle) for name, handle in self.handles.items()}
         self.actor = SchedulerActor(config, pools)
 
@@ -83,7 +83,7 @@ class Scheduler:
         out = ready()
         return bool(await out) if hasattr(out, "__await__") else bool(out)
 
-    async def replica_counters(self, pool: str = "encoder") -> dict:
+    async def replica_counters(self, pool: str = ENCODER_POOL) -> dict:
         """One replica's counters (tests and `mtc status` read these via the Scheduler)."""
         return await self.handles[pool].counters.remote()
 
@@ -100,8 +100,8 @@ class Gateway:
         self.settings = settings
 
     def __serve_build_asgi_app__(self):
-        from cluster.gateway import build_gateway_app  # noqa: PLC0415
-        from cluster.http_schemas import GatewaySettings  # noqa: PLC0415
+        from cluster.http.app import build_gateway_app  # noqa: PLC0415
+        from cluster.http.schemas import GatewaySettings  # noqa: PLC0415
 
         settings = GatewaySettings.from_env(bundle_path=self.bundle_path, **self.settings)
         return build_gateway_app(self.backend, settings)
@@ -119,8 +119,6 @@ def _bundle_path(config: ServeConfig) -> str:
 def _gateway_settings(config: ServeConfig) -> dict:
     """Gateway settings that must agree with the rest of the config: the priority classes the
     scheduler knows (most urgent first) and whether the OpenAI routes have a generator behind them."""
-    from scheduler.config import load_scheduler_config  # noqa: PLC0415 - pure, no Ray
-
     scheduler_config = load_scheduler_config(config.scheduler.config)
     classes = [c.name for c in scheduler_config.classes]
     settings = {"priority_classes": classes, **config.gateway.settings}
@@ -138,7 +136,7 @@ def build_application(config: ServeConfig, *, encoder: Any | None = None) -> App
     encoder = encoder if encoder is not None else encoder_deployment(config, bundle_path)
     generator = None
     if config.generator.enabled:
-        from cluster.generator_replica import generator_deployment  # noqa: PLC0415
+        from cluster.replicas.generator import generator_deployment  # noqa: PLC0415
 
         generator = generator_deployment(config)
     settings = _gateway_settings(config)
@@ -157,5 +155,5 @@ def scheduler_application(config: ServeConfig, encoder: Any) -> Application:
 
 
 def build_app(args: dict | ServeConfig) -> Application:
-    """Serve application builder (`import_path: cluster.serve_app:build_app`)."""
+    """Serve application builder (`import_path: cluster.app:build_app`)."""
     return build_application(parse_serve_config(args))

@@ -2,10 +2,9 @@
 
 Design note (the batch loop): the scheduler already formed the batch (across requests and tasks),
 so a replica does no queueing of its own: `run_batch` runs the shared encoder ONCE over the whole
-batch and then each item's requested heads (`Bundle.run_heads`). The torch call runs in a worker
-thread so the replica's event loop keeps answering health checks, counters and autoscaling-metric
-reads while a batch computes; a lock keeps one batch on the model at a time (a second batch the
-scheduler sent early waits here, which is what the `load` autoscaling metric counts).
+batch (`EncoderPayload`s) and then each item's requested heads (`Bundle.run_heads`). The model call
+runs in a worker thread, one batch at a time (`ReplicaCore`, cluster/replicas/core.py: a second
+batch the scheduler sent early waits there, which is what the `load` autoscaling metric counts).
 
 Placement comes from `ray_actor_options` (see serve_config.PoolConfig): with `num_gpus > 0` the
 model moves to CUDA in half precision; if the GPU is only logical (a test cluster declaring
@@ -14,17 +13,17 @@ and runs on CPU. Without GPUs, torch's intra-op threads are set from the replica
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import ray
 from ray import serve
 
-from cluster.autoscaling import LOAD_METRIC, LoadTracker
+from cluster.replicas.core import ReplicaCore, ReplicaMethods
+from cluster.replicas.payload import EncoderPayload
+from cluster.serve_config import ENCODER_DEPLOYMENT
 
 logger = logging.getLogger("ray.serve")
 
@@ -41,7 +40,7 @@ def _placement() -> dict[str, Any]:
     }
 
 
-class EncoderCore:
+class EncoderCore(ReplicaCore):
     """Everything but Serve: load the bundle, pick the device, run batches, count.
 
     Kept apart from the deployment class so the stand-in replicas of tests and benchmarks reuse
@@ -51,6 +50,7 @@ class EncoderCore:
     def __init__(self, bundle_path: str | None, *, num_cpus: float = 1.0, num_gpus: float = 0.0):
         import torch  # noqa: PLC0415 - heavy; only replicas need it
 
+        super().__init__(STALL_LIMIT_S, "batch")
         self.placement = _placement()
         self.device = "cpu"
         self.cuda_fallback = False
@@ -79,48 +79,31 @@ class EncoderCore:
         )
         self.batches = 0
         self.items = 0
-        self.errors = 0
-        self.busy_s = 0.0  # time the model was running a batch (utilization = busy_s / wall time)
-        self.load = LoadTracker()
-        self._lock = asyncio.Lock()
-        self._running_since: float | None = None
         self._thread_guard = threading.Lock()
 
     def encoder_passes(self) -> int:
         model = getattr(self.bundle, "model", None)
         return int(getattr(model, "encoder_passes", 0))
 
-    def _run_sync(self, payloads: list[dict]) -> list[dict]:
-        input_ids = [list(p["input_ids"]) for p in payloads]
-        tasks = [list(p["tasks"]) for p in payloads]
+    def _run_sync(self, payloads: list[EncoderPayload]) -> list[dict]:
+        input_ids = [list(p.input_ids) for p in payloads]
+        tasks = [list(p.tasks) for p in payloads]
         with self._thread_guard:
             import torch  # noqa: PLC0415
 
             with torch.inference_mode():
                 return self.bundle.run_heads(input_ids, tasks)
 
-    async def run_batch(self, payloads: list[dict], run=None) -> list[Any]:
+    async def run_batch(self, payloads: list[EncoderPayload], run=None) -> list[Any]:
         if not payloads:
             return []
-        self.load.enter()
-        try:
-            async with self._lock:
-                self._running_since = time.monotonic()
-                try:
-                    results = await asyncio.to_thread(run or self._run_sync, payloads)
-                except Exception:
-                    self.errors += 1
-                    raise
-                finally:
-                    self.busy_s += time.monotonic() - self._running_since
-                    self._running_since = None
+        async with self.held():
+            results = await self.run_on_model(run or self._run_sync, payloads)
             if len(results) != len(payloads):
                 raise RuntimeError(f"model returned {len(results)} results for {len(payloads)} inputs")
             self.batches += 1
             self.items += len(payloads)
             return results
-        finally:
-            self.load.leave()
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -134,33 +117,16 @@ class EncoderCore:
             **self.placement,
         }
 
-    def check_health(self) -> None:
-        if self._running_since is not None and time.monotonic() - self._running_since > STALL_LIMIT_S:
-            raise RuntimeError(f"a batch has been running for more than {STALL_LIMIT_S:.0f} s")
 
-    def autoscaling_stats(self) -> dict[str, float]:
-        return {LOAD_METRIC: self.load.read_and_reset()}
-
-
-@serve.deployment(name="EncoderReplica", health_check_period_s=10, health_check_timeout_s=30)
-class EncoderReplica:
+@serve.deployment(name=ENCODER_DEPLOYMENT, health_check_period_s=10, health_check_timeout_s=30)
+class EncoderReplica(ReplicaMethods):
     """Serve deployment around `EncoderCore`; options (placement, autoscaling) come from config."""
 
     def __init__(self, bundle_path: str, num_cpus: float = 1.0, num_gpus: float = 0.0):
         self.core = EncoderCore(bundle_path, num_cpus=num_cpus, num_gpus=num_gpus)
 
-    async def run_batch(self, payloads: list[dict]) -> list[dict]:
+    async def run_batch(self, payloads: list[EncoderPayload]) -> list[dict]:
         return await self.core.run_batch(payloads)
-
-    # async: these run on the replica's event loop, never concurrently with the counter updates.
-    async def counters(self) -> dict[str, Any]:
-        return self.core.counters()
-
-    async def check_health(self) -> None:
-        self.core.check_health()
-
-    async def record_autoscaling_stats(self) -> dict[str, float]:
-        return self.core.autoscaling_stats()
 
 
 def encoder_deployment(config, bundle_path: str):

@@ -5,8 +5,8 @@
 an ASGI transport. Routes:
 - native JSON: POST /v1/predict, GET /v1/tasks, GET /v1/stats, GET /healthz (+ /docs, /openapi.json)
 - Open Inference Protocol V2: /v2, /v2/health/{live,ready}, /v2/models/{task}[/ready|/infer]
-- OpenAI-compatible (when `settings.generator_model` is set): cluster.openai_api's router.
-Every error is `{"error": "..."}` (cluster.http_errors).
+- OpenAI-compatible (when `settings.generator_model` is set): cluster.http.openai_api's router.
+Every error is `{"error": "..."}` (cluster.http.errors).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from cluster.backend import Backend
-from cluster.gateway_edge import Edge, elapsed_ms
-from cluster.http_errors import ApiError, error_response, install_error_handlers
-from cluster.http_schemas import (
+from cluster.http.edge import Edge, elapsed_ms
+from cluster.http.errors import ApiError, error_response, install_error_handlers
+from cluster.http.openai_api import make_openai_router
+from cluster.http.schemas import (
     ERROR_RESPONSES,
     GatewaySettings,
     HealthResponse,
@@ -35,7 +36,7 @@ from cluster.http_schemas import (
     TasksResponse,
     Timing,
 )
-from cluster.v2_routes import make_v2_router
+from cluster.http.v2_routes import make_v2_router
 
 log = logging.getLogger("mtc.gateway")
 
@@ -209,11 +210,6 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
 
 def _mount_openai(app: FastAPI, backend: Backend, settings: GatewaySettings, tasks: list[str]) -> None:
     if not settings.generator_model:
-        return
-    try:
-        from cluster.openai_api import make_openai_router
-    except ImportError as err:
-        log.warning("generator configured but the OpenAI routes are unavailable: %s", err)
         return
     known = list(dict.fromkeys([*settings.generative_tasks]))
     app.include_router(make_openai_router(

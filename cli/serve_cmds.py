@@ -1,7 +1,7 @@
 """`mtc serve` and `mtc status`.
 
 `mtc serve BUNDLE` starts a local Ray (or joins `--address`), deploys the Serve application
-(cluster/serve_app.py), prints the URL and a sample request, and blocks until Ctrl-C (or returns
+(cluster/app.py), prints the URL and a sample request, and blocks until Ctrl-C (or returns
 with `--detach`, leaving the application running in the cluster). `--export-config FILE` only
 writes the Serve config that `serve deploy FILE` accepts.
 """
@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cluster.cli import app
+from cli import app
 from cluster.serve_config import (
     DEFAULT_SERVE_CONFIG_PATH,
     SCHEDULER_DEPLOYMENT,
@@ -76,7 +76,7 @@ def connect_ray(address: str | None, num_cpus: int | None) -> None:
 def deploy(config: ServeConfig) -> str:
     from ray import serve  # noqa: PLC0415
 
-    from cluster.serve_app import build_application  # noqa: PLC0415
+    from cluster.app import build_application  # noqa: PLC0415
 
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
     serve.run(build_application(config), name=config.app_name, route_prefix=config.route_prefix)

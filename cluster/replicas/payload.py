@@ -1,5 +1,9 @@
-"""The generator pool's payload and result (docs/CONTRACTS.md), validated without Ray or torch.
+"""The payloads the gateway sends to the replica pools, and what comes back (docs/CONTRACTS.md).
 
+Encoder pool: an `EncoderPayload` per text (token ids, the tasks whose heads to run); the result is
+a dict of task -> raw head output.
+
+Generator pool (validated here without Ray; torch only once a payload is turned into a request):
 Payload (what the gateway submits for the `generator` pool, one per sequence):
     {"prompt": str,                               # a rendered prompt, used as is, or
      "task": "summarize"|"answer"|"chat", "inputs": ...,   # templated at the replica
@@ -14,12 +18,22 @@ Templating at the replica keeps the gateway free of the LLM's tokenizer and chat
 """
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from mtl.decoding import normalize_stops
-from mtl.generate import Completion, GenerationRequest, PromptTooLongError
 from mtl.prompts import PromptError
+
+if TYPE_CHECKING:
+    from mtl.generate import Completion, GenerationRequest
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderPayload:
+    """One text for the encoder pool: its token ids (tokenized once, at the gateway) and the tasks
+    whose heads the replica runs after the shared encoder pass."""
+
+    input_ids: tuple[int, ...]
+    tasks: tuple[str, ...]
 
 
 class PayloadError(ValueError):
@@ -41,6 +55,9 @@ def _number(payload: dict, key: str, default: float, kind: type) -> Any:
 
 def to_request(payload: Any, generator: Any) -> GenerationRequest:
     """Payload -> GenerationRequest (templated, limits checked), or PayloadError."""
+    from mtl.decoding import normalize_stops  # noqa: PLC0415 - torch: only replicas need it
+    from mtl.generate import GenerationRequest  # noqa: PLC0415
+
     if not isinstance(payload, dict):
         raise PayloadError(f"a generator payload must be an object, got {type(payload).__name__}")
     if "prompt" in payload and payload["prompt"] is not None:
@@ -89,6 +106,8 @@ def completion_result(completion: Completion) -> dict[str, Any]:
 
 
 def error_result(err: Exception) -> dict[str, Any]:
+    from mtl.generate import PromptTooLongError  # noqa: PLC0415
+
     if isinstance(err, PayloadError):
         return {"error": str(err), "status": err.status}
     if isinstance(err, PromptTooLongError):

@@ -4,9 +4,8 @@ Design note (the batch loop): the scheduler already formed the batch, so `run_ba
 payload (a bad one gets an error result; the others still run), then decodes the valid ones as ONE
 static batch (`Generator.generate_requests`): each row keeps its own max_new_tokens, stop strings and
 sampling, so a batch decodes up to its largest max_new_tokens and every row ends at its own limit.
-The torch call runs in a worker thread so the replica's event loop keeps answering health checks,
-counters and autoscaling-metric reads; an asyncio lock keeps one decode (batch or stream) on the
-model at a time. `stream` runs a batch of one in a thread and hands its text deltas to the event
+The model call runs in a worker thread, one decode (batch or stream) at a time (`ReplicaCore`,
+cluster/replicas/core.py). `stream` runs a batch of one in a thread and hands its text deltas to the event
 loop through a queue; a consumer that goes away (client disconnect) stops the decode at the next token.
 
 `GeneratorCore` is plain Python (no Ray) so tests run it in-process; `GeneratorReplica` is the
@@ -18,14 +17,14 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
-from cluster.autoscaling import LOAD_METRIC, LoadTracker
-from cluster.generator_payload import PayloadError, completion_result, error_result, to_request
+from cluster.replicas.core import ReplicaCore, ReplicaMethods
+from cluster.replicas.payload import PayloadError, completion_result, error_result, to_request
+from cluster.serve_config import GENERATOR_DEPLOYMENT
 
 logger = logging.getLogger("ray.serve")
 
@@ -34,7 +33,7 @@ STALL_LIMIT_S = 600.0
 _END = object()
 
 
-class GeneratorCore:
+class GeneratorCore(ReplicaCore):
     """Load the generator once, run batches and streams, count."""
 
     def __init__(self, model_path: str | None = None, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
@@ -43,6 +42,7 @@ class GeneratorCore:
 
         from mtl.generate import Generator  # noqa: PLC0415
 
+        super().__init__(STALL_LIMIT_S, "decode")
         device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
         if num_gpus > 0 and device == "cpu":
             logger.warning("GeneratorReplica asked for %s GPU(s) but CUDA is unavailable: running on CPU", num_gpus)
@@ -56,10 +56,6 @@ class GeneratorCore:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.item_errors = 0
-        self.errors = 0
-        self.load = LoadTracker()
-        self._lock = asyncio.Lock()
-        self._running_since: float | None = None
         logger.info("GeneratorReplica ready: %s on %s (pid %s)", self.model_name, self.device, os.getpid())
 
     def _count(self, result: dict) -> None:
@@ -79,25 +75,14 @@ class GeneratorCore:
             except (PayloadError, ValueError) as err:
                 self.item_errors += 1
                 results[i] = error_result(err)
-        self.load.enter()
-        try:
+        async with self.held():
             if requests:
-                async with self._lock:
-                    self._running_since = time.monotonic()
-                    try:
-                        completions = await asyncio.to_thread(self.generator.generate_requests, requests)
-                    except Exception:
-                        self.errors += 1
-                        raise
-                    finally:
-                        self._running_since = None
+                completions = await self.run_on_model(self.generator.generate_requests, requests)
                 for slot, completion in zip(slots, completions):
                     results[slot] = completion_result(completion)
                     self._count(results[slot])
                 self.batches += 1
             return results  # type: ignore[return-value]
-        finally:
-            self.load.leave()
 
     async def stream(self, payload: Any) -> AsyncIterator[str | dict]:
         """Text deltas, then one dict `{finish_reason, prompt_tokens, completion_tokens}`.
@@ -120,29 +105,22 @@ class GeneratorCore:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        self.load.enter()
-        try:
-            async with self._lock:
-                self._running_since = time.monotonic()
-                worker = asyncio.create_task(asyncio.to_thread(produce))
-                try:
-                    while (item := await queue.get()) is not _END:
-                        if isinstance(item, BaseException):
-                            self.errors += 1
-                            raise item
-                        if isinstance(item, str):
-                            yield item
-                        else:  # the final Completion
-                            result = completion_result(item)
-                            self._count(result)
-                            self.streams += 1
-                            yield {k: v for k, v in result.items() if k != "text"}
-                finally:
-                    cancelled.set()
-                    await asyncio.shield(worker)  # the model is free only once the thread is done
-                    self._running_since = None
-        finally:
-            self.load.leave()
+        async with self.held(), self.on_model():  # a decode error raised here counts in `errors`
+            worker = asyncio.create_task(asyncio.to_thread(produce))
+            try:
+                while (item := await queue.get()) is not _END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    if isinstance(item, str):
+                        yield item
+                    else:  # the final Completion
+                        result = completion_result(item)
+                        self._count(result)
+                        self.streams += 1
+                        yield {k: v for k, v in result.items() if k != "text"}
+            finally:
+                cancelled.set()
+                await asyncio.shield(worker)  # the model is free only once the thread is done
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -159,16 +137,9 @@ class GeneratorCore:
             "pid": os.getpid(),
         }
 
-    def check_health(self) -> None:
-        if self._running_since is not None and time.monotonic() - self._running_since > STALL_LIMIT_S:
-            raise RuntimeError(f"a decode has been running for more than {STALL_LIMIT_S:.0f} s")
 
-    def autoscaling_stats(self) -> dict[str, float]:
-        return {LOAD_METRIC: self.load.read_and_reset()}
-
-
-@serve.deployment(name="GeneratorReplica", health_check_period_s=10, health_check_timeout_s=30)
-class GeneratorReplica:
+@serve.deployment(name=GENERATOR_DEPLOYMENT, health_check_period_s=10, health_check_timeout_s=30)
+class GeneratorReplica(ReplicaMethods):
     """Serve deployment around `GeneratorCore`; options (placement, autoscaling) from config.
 
     Streaming: `handle.options(stream=True).stream.remote(payload)` yields str deltas, then a dict.
@@ -183,15 +154,6 @@ class GeneratorReplica:
     async def stream(self, payload: Any) -> AsyncIterator[str | dict]:
         async for item in self.core.stream(payload):
             yield item
-
-    def counters(self) -> dict[str, Any]:
-        return self.core.counters()
-
-    def check_health(self) -> None:
-        self.core.check_health()
-
-    def record_autoscaling_stats(self) -> dict[str, float]:
-        return self.core.autoscaling_stats()
 
 
 def build_generator_deployment(options: dict[str, Any] | None = None, *, model_path: str | None = None,

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from anyio import to_thread
 
-from cluster.http_errors import ApiError, retry_after_header
-from cluster.http_schemas import GatewaySettings
-from scheduler.request import Job, Outcome, Status
+from cluster.http.errors import ApiError, outcome_error
+from cluster.http.schemas import GatewaySettings
+from cluster.replicas.payload import EncoderPayload
+from scheduler.request import Job
 
 log = logging.getLogger("mtc.gateway")
 
@@ -96,7 +97,7 @@ class Edge:
         jobs = [
             Job(tasks=tuple(tasks), pool=self.settings.encoder_pool, priority=priority,
                 deadline_ms=deadline_ms, num_tokens=enc.num_tokens,
-                payload={"input_ids": list(enc.input_ids), "tasks": list(tasks)})
+                payload=EncoderPayload(tuple(enc.input_ids), tuple(tasks)))
             for enc in encs
         ]
         try:
@@ -107,7 +108,9 @@ class Edge:
             log.warning("backend submit failed: %s: %s", type(err).__name__, err)
             raise ApiError(503, f"the model backend is unavailable ({type(err).__name__}); retry shortly",
                            {"Retry-After": "1"}) from None
-        raise_for_outcomes(outcomes)
+        error = outcome_error(outcomes)
+        if error is not None:
+            raise error
         raws, results = [], []
         for text, enc, outcome in zip(texts, encs, outcomes):
             raw = {t: np.asarray(outcome.result[t]) for t in tasks}
@@ -119,31 +122,6 @@ class Edge:
             queue_ms=1000.0 * max(o.queue_s for o in outcomes),
             service_ms=1000.0 * max(o.service_s for o in outcomes),
         )
-
-
-def raise_for_outcomes(outcomes: list[Outcome]) -> None:
-    """A request succeeds only if every text did. Refusal wins (the client may retry it all
-    after Retry-After), then expiry (504), then failure (503)."""
-    bad = [o for o in outcomes if o.status is not Status.DONE]
-    if not bad:
-        for o in outcomes:
-            if not isinstance(o.result, dict):
-                raise ApiError(503, "the model backend returned no result; retry shortly")
-        return
-    refused = [o for o in bad if o.status is Status.REFUSED]
-    if refused:
-        wait = max((o.retry_after_s for o in refused if o.retry_after_s is not None), default=None)
-        reason = refused[0].error or "the queue is full or the deadline cannot be met"
-        raise ApiError(429, f"refused by admission control ({reason}); retry after the Retry-After "
-                            "seconds, or use a lower priority or a longer deadline",
-                       retry_after_header(wait))
-    expired = [o for o in bad if o.status is Status.EXPIRED]
-    if expired:
-        raise ApiError(504, f"deadline passed before the work finished ({expired[0].error or 'expired'}); "
-                            "give a longer deadline_ms or retry")
-    o = bad[0]
-    raise ApiError(503, f"inference {o.status.value}: {o.error or 'replica failure'}; retry shortly",
-                   {"Retry-After": "1"})
 
 
 def _hidden_size(bundle: Any) -> int | None:

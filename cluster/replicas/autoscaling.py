@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 LOAD_METRIC = "load"
-POLICY_IMPORT_PATH = "cluster.autoscaling:LoadPolicy"
+POLICY_IMPORT_PATH = "cluster.replicas.autoscaling:LoadPolicy"
 
 
 class LoadTracker:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from scheduler.config import ENCODER_POOL
+
 DEFAULT_PRIORITY_CLASSES = ("interactive", "standard", "batch")
 
 
@@ -32,7 +34,7 @@ class GatewaySettings(BaseModel):
     # Ordered most urgent first (scheduler rank order); V2 integer priority 1 maps to the first.
     priority_classes: tuple[str, ...] = DEFAULT_PRIORITY_CLASSES
     default_priority: str = "standard"
-    encoder_pool: str = "encoder"
+    encoder_pool: str = ENCODER_POOL
     # Generation (OpenAI-compatible routes): mounted when a generator pool exists.
     generator_model: str | None = None
     generative_tasks: tuple[str, ...] = ("summarize", "answer", "chat")

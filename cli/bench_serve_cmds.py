@@ -8,17 +8,7 @@ from pathlib import Path
 
 import typer
 
-from cluster.cli.bench_cmds import bench_app
-
-
-def _load_bench():
-    # bench/ is a directory of drivers next to the packages, not an installed package.
-    root = Path(__file__).resolve().parents[2]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from bench import serve_bench  # noqa: PLC0415
-
-    return serve_bench
+from cli.bench_cmds import bench_app
 
 
 @bench_app.command("serve")
@@ -35,7 +25,8 @@ def bench_serve(
     report: Path = typer.Option(None, "--report", help="Report path (default bench/reports/serve.md)."),
 ) -> None:
     """Full stack vs raw model, one pass vs 3 single-task deployments, deadlines under 2x overload."""
-    sb = _load_bench()
+    from bench import serve_bench as sb  # noqa: PLC0415 - imports numpy, httpx; only this command
+
     if not bundle.is_dir():
         typer.secho(f"error: bundle {bundle} not found (./quickstart builds bundles/default)", fg="red", err=True)
         raise typer.Exit(2)
