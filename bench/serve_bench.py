@@ -43,7 +43,7 @@ IN_FLIGHT_TEXTS = 128  # (a): clients x texts per request, the same at every req
 
 
 def deploy_stack(bundle_path: str, encoder_replicas: int, max_batch_size: int, interactive_deadline_s: float,
-                 name: str = "mtc-bench") -> str:
+                 name: str = "mtc-bench", gateway_settings: dict | None = None) -> str:
     from ray import serve  # noqa: PLC0415
 
     from cluster.app import build_application  # noqa: PLC0415
@@ -63,14 +63,16 @@ def deploy_stack(bundle_path: str, encoder_replicas: int, max_batch_size: int, i
             {"name": ENCODER_POOL, "max_batch_size": max_batch_size, "max_batch_tokens": 16384,
              "batch_wait_s": 0.005, "inflight_per_replica": 2}]}},
         "gateway": {"num_cpus": 0.1, "autoscaling": {"policy": "ongoing_requests", "min_replicas": 1, "max_replicas": 1},
-                    "settings": {"max_texts_per_request": 64}},
+                    "settings": {"max_texts_per_request": 64, **(gateway_settings or {})}},
     })
     serve.run(build_application(config), name=name, route_prefix="/")
     return name
 
 
 def _replica_counters(serve, app_name: str = "mtc-bench") -> dict:
-    return serve.get_deployment_handle("EncoderReplica", app_name=app_name).counters.remote().result(timeout_s=30)
+    from cluster.serve_config import ENCODER_DEPLOYMENT  # noqa: PLC0415
+
+    return serve.get_deployment_handle(ENCODER_DEPLOYMENT, app_name=app_name).counters.remote().result(timeout_s=30)
 
 
 def saturation(url: str, raw: RawModel, texts: list[str], tasks: list[str], texts_per_request: int,

@@ -15,3 +15,4 @@ from cli import train_cmds  # noqa: E402,F401,I001
 from cli import serve_cmds  # noqa: E402,F401
 from cli import bench_cmds  # noqa: E402,F401
 from cli import bench_serve_cmds  # noqa: E402,F401
+from cli import bench_overload_cmds  # noqa: E402,F401

@@ -15,7 +15,6 @@ bundle=PATH`, the `import_path` of the file `mtc serve --export-config` writes, 
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -53,19 +52,23 @@ class Scheduler:
         self.actor = SchedulerActor(config, pools)
 
     async def submit(self, job):
+        return (await self.submit_many([job]))[0]
+
+    async def submit_many(self, jobs: list) -> list:
+        """All texts of one request in one handle call (the per-call overhead, not the model,
+        bounds a 2-core box), admitted all or nothing; each job is still scheduled on its own."""
         from scheduler.core import InvalidJob  # noqa: PLC0415
         from scheduler.request import Outcome, Status  # noqa: PLC0415
 
         try:
-            return await self.actor.submit(job)
+            return await self.actor.submit_many(jobs)
         except InvalidJob as err:
             # The gateway validates first; this only guards other callers (batch jobs, tests).
-            return Outcome(Status.FAILED, None, f"invalid job: {err}", None, 0.0, 0.0, 0)
+            return [Outcome(Status.FAILED, None, f"invalid job: {err}", None, 0.0, 0.0, 0) for _ in jobs]
 
-    async def submit_many(self, jobs: list) -> list:
-        """All texts of one request in one handle call (the per-call overhead, not the model,
-        bounds a 2-core box); each job is still scheduled on its own."""
-        return list(await asyncio.gather(*(self.submit(job) for job in jobs)))
+    async def edge_report(self, report) -> None:
+        """A gateway replica's cumulative counts of what its callers saw (scheduler.front_door)."""
+        self.actor.edge_report(report)
 
     async def __del__(self):
         await self.actor.close()

@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from scheduler.config import ENCODER_POOL
+from scheduler.front_door import EdgeReport, merge_edge_reports
 from scheduler.request import Job, Outcome, Status
 
 
@@ -42,6 +43,10 @@ class Backend(Protocol):
 
     async def ready(self) -> bool: ...
 
+    async def edge_report(self, report: EdgeReport) -> None:
+        """A gateway's cumulative counts of what its callers saw (merged into `stats()["edge"]`)."""
+        ...
+
 
 class InProcessBackend:
     """Runs encoder jobs on a weights-loaded `Bundle` in a worker thread, batching concurrent jobs."""
@@ -59,6 +64,7 @@ class InProcessBackend:
         self.batches = 0
         self._pending: list[tuple[Job, float, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
+        self._edge: dict[str, EdgeReport] = {}
 
     async def submit(self, job: Job) -> Outcome:
         if job.pool != ENCODER_POOL:
@@ -118,10 +124,14 @@ class InProcessBackend:
         raise GenerationUnavailable("the in-process backend has no generator pool")
         yield ""  # pragma: no cover  (makes this an async generator)
 
+    async def edge_report(self, report: EdgeReport) -> None:
+        self._edge[report.gateway_id] = report
+
     async def stats(self) -> dict:
         passes = getattr(self.bundle.model, "encoder_passes", None)
         return {"backend": "in-process", "queued": len(self._pending), "batches": self.batches,
-                "counts": dict(self.counts), "encoder_passes": passes}
+                "counts": dict(self.counts), "encoder_passes": passes,
+                "edge": merge_edge_reports(list(self._edge.values()))}
 
     async def ready(self) -> bool:
         return True

@@ -33,6 +33,9 @@ class ServeBackend:
         async for piece in gen:
             yield piece
 
+    async def edge_report(self, report) -> None:
+        await self.scheduler.edge_report.remote(report)
+
     async def stats(self) -> dict:
         return await self.scheduler.stats.remote()
 

@@ -11,10 +11,10 @@ Every error is `{"error": "..."}` (cluster.http.errors).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
-import time
 from enum import Enum
 from typing import Any
 
@@ -23,8 +23,9 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from cluster.backend import Backend
-from cluster.http.edge import Edge, elapsed_ms
-from cluster.http.errors import ApiError, error_response, install_error_handlers
+from cluster.http.edge import Edge
+from cluster.http.front_door import FrontDoor, peek_priority
+from cluster.http.errors import ApiError, error_response, install_error_handlers, retry_after_header
 from cluster.http.openai_api import make_openai_router
 from cluster.http.schemas import (
     ERROR_RESPONSES,
@@ -47,16 +48,27 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class EdgeGuard:
-    """Pure ASGI middleware, outermost: API keys, body-size limit, and a last-resort catch-all.
+    """Pure ASGI middleware, outermost: the caller's clock, API keys, body-size limit, the front
+    door's per-class lanes (cluster/http/front_door.py), and a last-resort catch-all.
 
     The body is read here (up to the limit) and replayed, so an oversized upload is cut off with
-    413 after `max_body_bytes` instead of being buffered whole by the route.
+    413 after `max_body_bytes` instead of being buffered whole by the route, and so the front door
+    can read the class a request claims before any of its expensive work starts.
     """
 
-    def __init__(self, app: Any, settings: GatewaySettings):
+    def __init__(self, app: Any, settings: GatewaySettings, front_door: FrontDoor):
         self.app = app
         self.settings = settings
+        self.front_door = front_door
         self.keys = [k.encode() for k in settings.api_keys]
+
+    async def _refuse_at_door(self, decision: Any, scope: dict, receive: Any, send: Any) -> None:
+        if decision.hold_s > 0:  # pace closed-loop clients that ignore Retry-After (front_door.py)
+            await asyncio.sleep(decision.hold_s)
+        await error_response(
+            429, f"refused at the gateway: {decision.reason}; more urgent classes go first. "
+                 "Retry after the Retry-After header's seconds, or send fewer requests at once",
+            retry_after_header(decision.retry_after_s))(scope, receive, send)
 
     def _authorized(self, scope: dict) -> bool:
         if not self.keys or scope.get("path", "") in OPEN_PATHS:
@@ -71,6 +83,7 @@ class EdgeGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        arrival = self.front_door.arrive()  # the caller's clock starts here
         if not self._authorized(scope):
             await error_response(
                 401, "missing or invalid API key; send the header 'Authorization: Bearer <key>'",
@@ -97,21 +110,39 @@ class EdgeGuard:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
-            receive = _replay(b"".join(chunks), receive)
-        started = False
+            body = b"".join(chunks)
+            receive = _replay(body, receive)
+            door = self.front_door
+            if door.gated(scope.get("path", "")):
+                s = self.settings
+                arrival.priority = peek_priority(scope["path"], body, s.priority_classes, s.default_priority)
+                decision = door.admit(arrival.priority)
+                if not decision.admit:
+                    door.finish(arrival, 429)
+                    await self._refuse_at_door(decision, scope, receive, send)
+                    return
+        status = 0
 
         async def tracking_send(message: dict) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = int(message.get("status", 0))
             await send(message)
 
+        gated = arrival.priority is not None
+        if gated:
+            self.front_door.inflight += 1
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:  # the route handlers should never get here; if they do, answer cleanly
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:
+            if not status:
+                status = 500
                 await error_response(500, "internal error; the server log has details")(scope, receive, send)
+        finally:
+            if gated:
+                self.front_door.inflight -= 1
+                self.front_door.finish(arrival, status)
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -149,7 +180,9 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
         from mtl.bundle import load_bundle
 
         bundle = load_bundle(settings.bundle_path, weights=False)
-    edge = Edge(bundle, backend, settings)
+    front_door = FrontDoor(settings.priority_classes, settings.default_priority,
+                           settings.front_door.limits(), backend)
+    edge = Edge(bundle, backend, settings, front_door)
 
     app = FastAPI(
         title="mtc multi-task cluster",
@@ -159,21 +192,20 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
         responses={k: v for k, v in ERROR_RESPONSES.items() if k in (401, 413, 422)},
     )
     install_error_handlers(app)
-    app.add_middleware(EdgeGuard, settings=settings)
+    app.add_middleware(EdgeGuard, settings=settings, front_door=front_door)
     app.state.edge = edge
+    app.state.front_door = front_door
 
     @app.post("/v1/predict", response_model=PredictResponse, tags=["native"],
               responses=ERROR_RESPONSES, summary="Run tasks on one text or a list of texts")
     async def predict(body: PredictRequest) -> PredictResponse:
-        started = time.monotonic()
         texts = body.text_list()
         edge.check_texts(texts)
         tasks = edge.resolve_tasks(body.tasks)
         priority = edge.resolve_priority(body.priority)
         result = await edge.run(texts, tasks, priority, body.deadline_ms)
-        timing = Timing(queue_ms=round(result.queue_ms, 3), service_ms=round(result.service_ms, 3),
-                        total_ms=round(elapsed_ms(started), 3))
-        return PredictResponse(results=result.results, timing=timing, model=settings.model_name)
+        return PredictResponse(results=result.results, timing=Timing(**edge.timing(result)),
+                               model=settings.model_name)
 
     @app.get("/v1/tasks", response_model=TasksResponse, tags=["native"], summary="The tasks served")
     async def tasks() -> TasksResponse:
@@ -191,6 +223,7 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
             data = await backend.stats()
         except Exception as err:
             raise ApiError(503, f"statistics are unavailable ({type(err).__name__}); retry shortly") from None
+        data = {**data, "gateway": front_door.stats()}  # the replica that answered this call
         return JSONResponse(json.loads(json.dumps(data, default=_plain)))
 
     @app.get("/healthz", response_model=HealthResponse, tags=["native"],

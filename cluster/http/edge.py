@@ -18,6 +18,7 @@ import numpy as np
 from anyio import to_thread
 
 from cluster.http.errors import ApiError, outcome_error
+from cluster.http.front_door import current_arrival, note_budget
 from cluster.http.schemas import GatewaySettings
 from cluster.replicas.payload import EncoderPayload
 from scheduler.request import Job
@@ -34,13 +35,16 @@ class EdgeResult:
     raw: list[dict[str, np.ndarray]]  # per text: task -> raw head output (V2 tensors need these)
     queue_ms: float
     service_ms: float
+    edge_ms: float = 0.0  # from the gateway's receipt to the job's submission (validation, tokenizing)
+    submitted_mono_s: float = 0.0
 
 
 class Edge:
-    def __init__(self, bundle: Any, backend: Any, settings: GatewaySettings):
+    def __init__(self, bundle: Any, backend: Any, settings: GatewaySettings, front_door: Any = None):
         self.bundle = bundle
         self.backend = backend
         self.settings = settings
+        self.front_door = front_door
         self.task_names: list[str] = list(bundle.tasks)
         self.embedding_dim = _hidden_size(bundle)
 
@@ -94,12 +98,16 @@ class Edge:
             encs = await to_thread.run_sync(self.bundle.tokenize, texts, per_text)
         else:
             encs = self.bundle.tokenize(texts, per_text)
+        arrival = current_arrival()
+        received = arrival.wall_s if arrival is not None else None
         jobs = [
             Job(tasks=tuple(tasks), pool=self.settings.encoder_pool, priority=priority,
                 deadline_ms=deadline_ms, num_tokens=enc.num_tokens,
-                payload=EncoderPayload(tuple(enc.input_ids), tuple(tasks)))
+                payload=EncoderPayload(tuple(enc.input_ids), tuple(tasks)), received_at_s=received)
             for enc in encs
         ]
+        submitted = time.monotonic()
+        edge_ms = 1000.0 * (submitted - arrival.mono_s) if arrival is not None else 0.0
         try:
             outcomes = await self.backend.submit_many(jobs)
         except ApiError:
@@ -108,8 +116,12 @@ class Edge:
             log.warning("backend submit failed: %s: %s", type(err).__name__, err)
             raise ApiError(503, f"the model backend is unavailable ({type(err).__name__}); retry shortly",
                            {"Retry-After": "1"}) from None
+        note_budget(max((o.budget_s for o in outcomes if o.budget_s is not None), default=None))
         error = outcome_error(outcomes)
         if error is not None:
+            if error.status == 429 and self.front_door is not None:
+                wait = max((o.retry_after_s or 0.0 for o in outcomes), default=0.0)
+                self.front_door.scheduler_refused(priority, wait)
             raise error
         raws, results = [], []
         for text, enc, outcome in zip(texts, encs, outcomes):
@@ -121,7 +133,20 @@ class Edge:
             raw=raws,
             queue_ms=1000.0 * max(o.queue_s for o in outcomes),
             service_ms=1000.0 * max(o.service_s for o in outcomes),
+            edge_ms=edge_ms,
+            submitted_mono_s=submitted,
         )
+
+    def timing(self, result: EdgeResult) -> dict[str, float]:
+        """Where the caller's time went: edge (receipt to submission), queue, service, and return
+        (the rest: the hops to and from the scheduler and replica, and post-processing)."""
+        arrival = current_arrival()
+        start = arrival.mono_s if arrival is not None else result.submitted_mono_s
+        total = 1000.0 * (time.monotonic() - start)
+        ret = max(0.0, total - result.edge_ms - result.queue_ms - result.service_ms)
+        return {"edge_ms": round(result.edge_ms, 3), "queue_ms": round(result.queue_ms, 3),
+                "service_ms": round(result.service_ms, 3), "return_ms": round(ret, 3),
+                "total_ms": round(total, 3)}
 
 
 def _hidden_size(bundle: Any) -> int | None:

@@ -34,6 +34,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from cluster.backend import GenerationUnavailable
+from cluster.http.front_door import received_at_s
 from cluster.http.errors import ApiError, outcome_error
 from cluster.http.openai_schemas import (
     ChatCompletion,
@@ -177,7 +178,7 @@ def make_openai_router(
         try:
             if takes_job:
                 job = Job(tasks=(task,), pool=GENERATOR_POOL, priority=priority, deadline_ms=deadline_ms,
-                          num_tokens=num_tokens, payload=payload)
+                          num_tokens=num_tokens, payload=payload, received_at_s=received_at_s())
                 answer = await _maybe_await(submit_fn(job))
             else:
                 answer = await _maybe_await(submit_fn(payload, priority, deadline_ms))

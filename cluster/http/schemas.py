@@ -13,8 +13,23 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.config import ENCODER_POOL
+from scheduler.front_door import EdgeLimits
 
 DEFAULT_PRIORITY_CLASSES = ("interactive", "standard", "batch")
+
+
+class FrontDoorSettings(BaseModel):
+    """`gateway.settings.front_door` in serve.yaml: see scheduler.front_door.EdgeLimits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_inflight: Annotated[int, Field(gt=0)] = 512
+    share: tuple[Annotated[float, Field(ge=0, le=1)], ...] = (1.0, 0.5, 0.25)
+    max_lag_s: Annotated[float, Field(gt=0)] = 0.05
+    max_hold_s: Annotated[float, Field(ge=0, le=30)] = 2.0
+
+    def limits(self) -> EdgeLimits:
+        return EdgeLimits(self.max_inflight, tuple(self.share) or (1.0,), self.max_lag_s, self.max_hold_s)
 
 
 class GatewaySettings(BaseModel):
@@ -38,6 +53,8 @@ class GatewaySettings(BaseModel):
     # Generation (OpenAI-compatible routes): mounted when a generator pool exists.
     generator_model: str | None = None
     generative_tasks: tuple[str, ...] = ("summarize", "answer", "chat")
+    # Per-class lanes at this gateway replica (scheduler/front_door.py says why).
+    front_door: FrontDoorSettings = Field(default_factory=lambda: FrontDoorSettings())
 
     @field_validator("priority_classes")
     @classmethod
@@ -97,9 +114,14 @@ class PredictRequest(BaseModel):
 
 
 class Timing(BaseModel):
+    edge_ms: float = Field(0.0, description="From arrival at the gateway to submission to the scheduler "
+                                            "(validation, tokenization, waiting for the gateway).")
     queue_ms: float = Field(description="Longest time any text of the request waited in a queue.")
     service_ms: float = Field(description="Longest batch execution time among the texts.")
-    total_ms: float = Field(description="Time from arrival at the gateway to the answer.")
+    return_ms: float = Field(0.0, description="The rest: hops to and from the scheduler and replicas, "
+                                              "post-processing.")
+    total_ms: float = Field(description="Time from arrival at the gateway to the answer; the deadline "
+                                        "is measured against this.")
 
 
 class PredictResponse(BaseModel):

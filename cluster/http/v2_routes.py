@@ -16,7 +16,6 @@ to the priority classes in rank order (1 -> the first, 2 -> the second, beyond -
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import numpy as np
@@ -212,7 +211,6 @@ def make_v2_router(edge: Edge) -> APIRouter:
             unknown = [o.name for o in req.outputs if o.name not in known]
             if unknown:
                 raise ApiError(400, f"unknown output(s) {unknown} for model '{task}'; its outputs are {known}")
-        started = time.monotonic()
         result = await edge.run(texts, [task], priority, deadline_ms)
         tensors = build_outputs(edge, task, result.results, result.raw)
         if req.outputs is None:
@@ -221,9 +219,7 @@ def make_v2_router(edge: Edge) -> APIRouter:
             wanted = {o.name: (req.binary_default if o.binary is None else o.binary) for o in req.outputs}
             tensors = [t for t in tensors if t.name in wanted]
             binary = {name for name, b in wanted.items() if b}
-        params = {"priority": priority, "queue_ms": round(result.queue_ms, 3),
-                  "service_ms": round(result.service_ms, 3),
-                  "total_ms": round(1000.0 * (time.monotonic() - started), 3)}
+        params = {"priority": priority, **edge.timing(result)}
         payload, headers = encode_infer_response(task, tensors, binary, request_id=req.id,
                                                  model_version=MODEL_VERSION, parameters=params)
         return Response(payload, headers=headers, media_type=headers["Content-Type"])

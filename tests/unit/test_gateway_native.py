@@ -27,7 +27,11 @@ def test_predict_matches_in_process_model(heavy_bundle, random_bundle_path):
     for got, exp in zip(body["results"], want):
         assert_same_predictions(got, exp)
     assert body["model"] == "mtc"
-    assert set(body["timing"]) == {"queue_ms", "service_ms", "total_ms"}
+    timing = body["timing"]
+    assert set(timing) == {"edge_ms", "queue_ms", "service_ms", "return_ms", "total_ms"}
+    # where the caller's time went adds up to what it waited (the total is from the gateway's receipt)
+    parts = timing["edge_ms"] + timing["queue_ms"] + timing["service_ms"] + timing["return_ms"]
+    assert abs(parts - timing["total_ms"]) < 1.0 and timing["service_ms"] > 0
     assert body["timing"]["total_ms"] >= body["timing"]["service_ms"] >= 0
 
 
@@ -73,7 +77,10 @@ def test_tasks_stats_health_docs(random_bundle_path):
                               "labels": ["business", "sport", "tech"], "max_length": 128}
     assert tasks["entities"]["labels"][0] == "O" and tasks["score"]["labels"] is None
     stats = c.get("/v1/stats")
-    assert stats.status_code == 200 and stats.json() == {"jobs": 0, "np": 1.5, "status": "done"}
+    body = stats.json()
+    assert stats.status_code == 200 and {k: body[k] for k in ("jobs", "np", "status")} == {
+        "jobs": 0, "np": 1.5, "status": "done"}
+    assert set(body["gateway"]) == {"gateway_id", "inflight", "loop_lag_ms", "counts"}
     assert c.get("/healthz").json() == {"status": "ok", "ready": True}
     assert c.get("/docs").status_code == 200
     spec = c.get("/openapi.json").json()
