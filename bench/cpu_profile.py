@@ -90,7 +90,7 @@ def run_cpu_profile(bundle_path: str, requests: int = 300, log=print) -> list[Pa
         deploy_stack(bundle_path, 1, 32, 1.0, gateway_settings={
             "front_door": {"share": [1.0, 1.0, 0.0], "max_hold_s": 0.0}})
         url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/healthz")
+        wait_http(url, "/healthz")
         procs = serve_processes()
         log("processes: " + ", ".join(f"{r}={len(p)}" for r, p in procs.items()))
         predict = url + "/v1/predict"
