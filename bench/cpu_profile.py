@@ -4,8 +4,9 @@
 after another from one keep-alive connection, and reads the CPU time (user + system) each Serve
 process used, per request, for three paths:
   * served: an interactive request that runs the model;
-  * refused by the scheduler: a batch-class request with a 1 ms deadline (the whole front door,
-    tokenization and the scheduler hop, then 429);
+  * refused by the scheduler: an interactive request with an 8 ms deadline (the whole front door,
+    tokenization and the scheduler hop, then 429; 504 where the edge alone spent the 8 ms;
+    interactive, because the gateway answers a lower class itself once the scheduler refused it);
   * refused at the edge: a batch-class request that the gateway's front door refuses before any
     of that (settings `front_door.share: [1, 0, 0]`, no hold).
 Per-request CPU is what bounds the front door: refusing only helps while its cost r is far below
@@ -21,7 +22,8 @@ import httpx
 import psutil
 
 # Serve's process titles: "ray::ServeReplica:<app>:<deployment>" and "ray::ProxyActor".
-ROLES = {"proxy": "ProxyActor", "gateway": ":Gateway", "scheduler": ":Scheduler", "replica": ":EncoderReplica"}
+ROLES = {"proxy": "ProxyActor", "haproxy": "haproxy", "gateway": ":Gateway", "scheduler": ":Scheduler",
+         "replica": ":EncoderReplica"}
 
 
 @dataclass
@@ -40,8 +42,9 @@ def serve_processes() -> dict[str, list[psutil.Process]]:
     out: dict[str, list[psutil.Process]] = {role: [] for role in ROLES}
     for proc in psutil.process_iter(["cmdline"]):
         title = " ".join(proc.info.get("cmdline") or [])
+        first = title.split(" ")[0]
         for role, mark in ROLES.items():
-            if title.startswith("ray::") and mark in title.split(" ")[0]:
+            if (title.startswith("ray::") and mark in first) or (role == "haproxy" and first.endswith("/haproxy")):
                 out[role].append(proc)
     return out
 
@@ -96,8 +99,8 @@ def run_cpu_profile(bundle_path: str, requests: int = 300, log=print) -> list[Pa
         predict = url + "/v1/predict"
         paths = [
             ("served (interactive, 1 text, all tasks)", {"texts": [text], "priority": "interactive"}),
-            ("refused by the scheduler (1 ms deadline)",
-             {"texts": [text], "priority": "standard", "deadline_ms": 1}),
+            ("refused by the scheduler (interactive, 8 ms deadline)",
+             {"texts": [text], "priority": "interactive", "deadline_ms": 8}),
             ("refused at the edge (front door)", {"texts": [text], "priority": "batch"}),
         ]
         out = []

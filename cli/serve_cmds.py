@@ -60,11 +60,24 @@ def sample_curl(url: str, tasks: list[str]) -> str:
     return f"curl -s -X POST {url}/v1/predict -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
 
-def connect_ray(address: str | None, num_cpus: int | None) -> None:
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def connect_ray(address: str | None, num_cpus: int | None, ingress: str = "proxy") -> None:
     """Join `address`, or start a local Ray owned by this process (it ends with it)."""
     import ray  # noqa: PLC0415
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ingress == "haproxy":
+        # Serve's controller reads this at start: set before a local Ray starts; a cluster must
+        # have been started with it (`RAY_SERVE_ENABLE_HA_PROXY=1 ray start --head ...`).
+        os.environ[HAPROXY_ENV] = "1"
+        if address is not None:
+            console.print(f"[yellow]http.ingress: haproxy[/yellow] takes effect only if the cluster was "
+                          f"started with {HAPROXY_ENV}=1")
+        if not os.environ.get("MTC_API_KEYS"):
+            console.print("[yellow]warning:[/yellow] with http.ingress: haproxy, Serve also binds the gateway "
+                          "replicas' own ports (30000+) on every interface; set MTC_API_KEYS or firewall them")
     if address is None:
         # Logical CPUs may exceed the cores: replicas are mostly waiting, and autoscaling needs room.
         ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False,
@@ -118,7 +131,7 @@ def serve(
                       "`ray start --head`, then `mtc serve --address auto --detach` (or run `mtc serve` "
                       "in the background, as ./quickstart does)")
         raise typer.Exit(2)
-    connect_ray(address, num_cpus)
+    connect_ray(address, num_cpus, cfg.http.ingress)
     console.print(f"deploying {cfg.app_name} (bundle {cfg.bundle}) ...")
     url = deploy(cfg)
     console.print(f"[green]serving[/green] at {url}  (docs: {url}/docs)")
@@ -190,6 +203,16 @@ def stats_tables(stats: dict) -> list[Table]:
                   str(c.get("refused", 0)), str(c.get("expired", 0)),
                   "-" if att is None else f"{100 * att:.1f}%")
     tables.append(t)
+    edge = stats.get("edge", {}) or {}
+    if edge:  # what callers got, timed from the gateway's receipt (a late 200 is a miss)
+        e = Table(title="at the caller (gateway)")
+        for col in ("class", "met", "late", "refused", "expired", "failed", "attainment"):
+            e.add_column(col, justify="right" if col != "class" else "left")
+        for name, c in edge.items():
+            att = c.get("attainment")
+            e.add_row(name, *(str(c.get(k, 0)) for k in ("met", "late", "refused", "expired", "failed")),
+                      "-" if att is None else f"{100 * att:.1f}%")
+        tables.append(e)
     pools = Table(title="pools")
     for col in ("pool", "replicas", "in flight"):
         pools.add_column(col)

@@ -68,3 +68,16 @@ def test_peek_priority_reads_each_dialect_and_falls_back_to_the_default():
     assert peek_priority("/v2/models/t/infer", b'{"parameters": {"priority": 9}}', CLASSES, "standard") == "batch"
     assert peek_priority("/v1/predict", b"not json", CLASSES, "standard") == "standard"
     assert peek_priority("/v1/predict", b'{"priority": "urgent"}', CLASSES, "standard") == "standard"
+
+
+def test_mtc_status_shows_what_callers_got():
+    from rich.console import Console
+
+    from cli.serve_cmds import stats_tables
+
+    edge = {"interactive": {"met": 9, "late": 1, "refused": 0, "expired": 0, "failed": 0, "attainment": 0.9}}
+    console = Console(width=120, record=True)
+    for table in stats_tables({"classes": {}, "queued": {}, "edge": edge}):
+        console.print(table)
+    out = console.export_text()
+    assert "at the caller (gateway)" in out and "90.0%" in out
