@@ -108,15 +108,10 @@ def plain_fifo_app(bundle_path: str, max_batch_size: int = 32, threads: int = 2)
 
 
 def _stack_modules():
-    """Our Serve app builder and config loader, before or after the cluster/ re-layout."""
-    try:
-        from cluster.app import build_application  # noqa: PLC0415
-    except ImportError:
-        from cluster.serve_app import build_application  # noqa: PLC0415
-    try:
-        from cluster.serve_config import load_serve_config  # noqa: PLC0415
-    except ImportError:
-        from cluster.config import load_serve_config  # noqa: PLC0415
+    """Our Serve app builder and config loader (imported here: they import Ray)."""
+    from cluster.app import build_application  # noqa: PLC0415
+    from cluster.serve_config import load_serve_config  # noqa: PLC0415
+
     return build_application, load_serve_config
 
 

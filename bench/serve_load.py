@@ -7,7 +7,6 @@ overload). It competes for the same CPU cores as the servers, as any single-mach
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import statistics
 import time
@@ -135,14 +134,10 @@ async def open_loop(make_call, trace: list[tuple[float, str, float | None]], nam
 
 def poisson_trace(rate: float, duration_s: float, interactive_frac: float, deadline_ms: float,
                   seed: int = 7) -> list[tuple[float, str, float | None]]:
-    rng = random.Random(seed)
-    t, out = 0.0, []
-    while True:
-        t += rng.expovariate(rate)
-        if t >= duration_s:
-            return out
-        inter = rng.random() < interactive_frac
-        out.append((t, "interactive" if inter else "batch", deadline_ms if inter else None))
+    from bench.overload_load import poisson_schedule  # noqa: PLC0415 - one Poisson schedule for both benchmarks
+
+    return [(t, "interactive" if inter else "batch", deadline_ms if inter else None)
+            for t, inter in poisson_schedule(rate, duration_s, interactive_frac, seed)]
 
 
 def free_port() -> int:
