@@ -6,7 +6,7 @@ outermost middleware (`EdgeGuard`):
     context variable, so every route that builds a `Job` (native, V2, OpenAI) sends the caller's
     arrival time without threading it through each signature;
   * `admit(priority)` asks the pure rule with this replica's in-flight count, its event-loop lag
-    (sampled by a small timer task: how late a 25 ms sleep wakes up) and the classes the scheduler
+    (sampled by a small timer task: how late a 25 ms sleep wakes up, smoothed) and the classes the scheduler
     refused recently; a refused lower-class request is held, then answered 429;
   * `finish(status)` counts the answer as the caller got it: 200 within its budget (met) or after
     it (late), 429 (refused), 504 (expired), 5xx (failed); bad input is not counted. The counts go
@@ -70,7 +70,7 @@ def peek_priority(path: str, body: bytes, classes: tuple[str, ...], default: str
     route validates properly; anything unreadable here counts as the default class)."""
     try:
         data = json.loads(body) if body[:1] in (b"{", b" ", b"\n") else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse
         data = None
     if not isinstance(data, dict):
         return default
@@ -149,12 +149,13 @@ class FrontDoor:
 
     async def _sample_lag(self) -> None:
         # Design note: the loop's lateness is the edge's own queue. A sleep that wakes late means
-        # callbacks queued ahead of it; keep the worst recent value, fading by half every tick.
+        # callbacks queued ahead of it. Smoothed (a fifth of each new sample), so one slow callback
+        # (a long text tokenized inline, a GC pause) does not shed a class; a backlog does.
         while True:
             t = time.monotonic()
             await asyncio.sleep(LAG_TICK_S)
             lag = max(0.0, time.monotonic() - t - LAG_TICK_S)
-            self.loop_lag_s = max(lag, self.loop_lag_s * 0.5)
+            self.loop_lag_s += 0.2 * (lag - self.loop_lag_s)
 
     async def _report_loop(self) -> None:
         report = getattr(self.backend, "edge_report", None)

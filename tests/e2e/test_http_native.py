@@ -95,9 +95,13 @@ def gateway_server(e2e_bundle_path, reference_bundle):
     from cluster.http.app import build_gateway_app
     from cluster.http.schemas import GatewaySettings
 
+    # The in-process backend runs the model in this server's process, so its event loop runs late
+    # whenever the model holds the GIL; a real gateway replica never runs a model. Loop-lag shedding
+    # is off here (a lag limit no test reaches); the other front-door lanes stay as deployed.
     app = build_gateway_app(InProcessBackend(reference_bundle),
                             GatewaySettings(bundle_path=str(e2e_bundle_path), max_text_chars=5000,
-                                            max_texts_per_request=16, max_body_bytes=200_000))
+                                            max_texts_per_request=16, max_body_bytes=200_000,
+                                            front_door={"max_lag_s": 60.0}))
     with UvicornThread(app) as url:
         yield url
 
