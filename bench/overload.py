@@ -17,7 +17,7 @@ Per scenario and stack: interactive attainment (200 within the deadline at the c
 timeouts are misses), interactive p50/p99 of the 200s, batch goodput (200s/s inside the window),
 refusals per class, total throughput, and the client's own CPU share of the machine.
 
-The client is in bench/overload_load.py; the report in bench/overload_report.py.
+The client is in bench/overload_load.py, its parsing and statistics in bench/overload_stats.py, the report in bench/overload_report.py.
 """
 from __future__ import annotations
 
@@ -30,22 +30,24 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.overload_load import (
-    BATCH,
-    INTERACTIVE,
-    class_stats,
     fixed_rate_schedule,
-    hey_records,
     http_request,
-    parse_hey_csv,
-    parse_wrk_output,
     poisson_schedule,
-    replay_records,
     start_hey,
     start_replay,
     start_wrk,
+    wrk_script,
+)
+from bench.overload_stats import (
+    BATCH,
+    INTERACTIVE,
+    class_stats,
+    hey_records,
+    parse_hey_csv,
+    parse_wrk_output,
+    replay_records,
     window_metrics,
     wrk_batch_stats,
-    wrk_script,
 )
 from bench.serve_load import ROOT, free_port, sample_texts
 

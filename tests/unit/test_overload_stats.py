@@ -7,23 +7,25 @@ import math
 import pytest
 
 from bench.overload_load import (
+    fixed_rate_schedule,
+    http_request,
+    parse_response,
+    poisson_schedule,
+    wrk_script,
+)
+from bench.overload_report import ratio, scenario_table, stdout_table
+from bench.overload_stats import (
     CONN_ERROR,
     TIMEOUT,
     WRK_MARK,
     class_stats,
     cpu_share,
-    fixed_rate_schedule,
     hey_records,
-    http_request,
     parse_hey_csv,
-    parse_response,
     parse_wrk_output,
-    poisson_schedule,
     window_metrics,
     wrk_batch_stats,
-    wrk_script,
 )
-from bench.overload_report import ratio, scenario_table, stdout_table
 
 WRK_OUT = f"""Running 5s test @ http://127.0.0.1:4000/v1/predict
   1 threads and 64 connections
