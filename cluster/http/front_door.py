@@ -75,12 +75,16 @@ def peek_priority(path: str, body: bytes, classes: tuple[str, ...], default: str
     if not isinstance(data, dict):
         return default
     if path.startswith("/v2/"):
-        value = (data.get("parameters") or {}).get("priority") if isinstance(data.get("parameters"), dict) else None
-        if isinstance(value, str) and value in classes:
-            return value
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return classes[min(value, len(classes)) - 1]
-        return default
+        # the route's own mapping of Triton's integer priority (imported here: v2_routes imports edge,
+        # which imports this module); a value it would refuse counts as the default class here
+        from cluster.http.errors import ApiError  # noqa: PLC0415
+        from cluster.http.v2_routes import v2_priority  # noqa: PLC0415
+
+        params = data.get("parameters")
+        try:
+            return v2_priority(params.get("priority") if isinstance(params, dict) else None, classes, default)
+        except ApiError:
+            return default
     value = data.get("priority")
     return value if isinstance(value, str) and value in classes else default
 
