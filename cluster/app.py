@@ -74,17 +74,10 @@ class Scheduler:
         await self.actor.close()
 
     async def stats(self) -> dict:
-        stats = self.actor.stats()
-        if hasattr(stats, "__await__"):
-            stats = await stats
-        return stats
+        return self.actor.stats()
 
     async def ready(self) -> bool:
-        ready = getattr(self.actor, "ready", None)
-        if ready is None:
-            return True
-        out = ready()
-        return bool(await out) if hasattr(out, "__await__") else bool(out)
+        return self.actor.ready()
 
     async def replica_counters(self, pool: str = ENCODER_POOL) -> dict:
         """One replica's counters (tests and `mtc status` read these via the Scheduler)."""
