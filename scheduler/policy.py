@@ -113,9 +113,10 @@ def form_batch(candidates: Sequence[Request], pool: PoolConfig, latency: Latency
     `pool.length_ratio`, so a long request does not make every short one pay its padding. The head
     always runs, even alone over `max_batch_tokens` (otherwise it could never run at all).
 
-    Quantum: a request of a lower class (native rank > 0) joins only while the batch's predicted
-    latency stays within `quantum_s`. Batches are not preemptible, so this bounds how long work an
-    interactive arrival could not overtake keeps a replica (see `quantum_for`).
+    Quantum: a request of a lower class (native rank > 0) joins only while what the batch's size
+    adds to its predicted latency (beyond a batch of one) stays within `quantum_s`. Batches are not
+    preemptible, so this bounds how long work an interactive arrival could not overtake keeps a
+    replica (see `quantum_for`).
     """
     if not candidates:
         return ()
@@ -132,7 +133,7 @@ def form_batch(candidates: Sequence[Request], pool: PoolConfig, latency: Latency
             continue
         if (len(batch) + 1) * new_hi > pool.max_batch_tokens:
             continue
-        if capped and cand.rank > 0 and latency(len(batch) + 1, (len(batch) + 1) * new_hi) > quantum_s:
+        if capped and cand.rank > 0 and _over_quantum(latency, len(batch) + 1, new_hi, quantum_s):
             continue
         batch.append(cand)
         lo, hi = new_lo, new_hi
@@ -150,16 +151,27 @@ def batch_is_full(batch: Sequence[Request], pool: PoolConfig, latency: LatencyFn
         return True
     # a lower-class batch at its quantum: waiting cannot make it bigger
     return (quantum_s is not None and latency is not None and all(r.rank > 0 for r in batch)
-            and latency(n, n * longest) > quantum_s)
+            and _over_quantum(latency, n, longest, quantum_s))
+
+
+def _over_quantum(latency: LatencyFn, n: int, longest: int, quantum_s: float) -> bool:
+    """Whether a batch of `n` texts of `longest` tokens runs more than `quantum_s` longer than one
+    text alone would. The bound is on the marginal time, not the whole: a batch of one blocks the
+    replica for the fixed cost as well, so only the size is the policy's to choose. Bounding the
+    whole let the fixed cost eat the quantum: under a flood the learnt fixed cost (0.10 s, inflated
+    by batches waiting behind each other at the replica) left room for 3-4 texts against 0.125 s,
+    batches of 2.6 on average, and our single-text throughput fell to 0.35x plain Serve's
+    (bench/reports/overload-haproxy.md, (i) at 64 connections)."""
+    return latency(n, n * longest) - latency(1, longest) > quantum_s
 
 
 def quantum_for(tightest_deadline_s: float, pool: PoolConfig, share: float = 0.25) -> float:
-    """How long a batch carrying lower-class work may be predicted to run.
+    """How much longer than a batch of one a batch carrying lower-class work may be predicted to run.
 
     An interactive request that arrives just as such a batch starts waits for it, and with
-    `inflight_per_replica` slots also for the ones queued at the replica behind it: together they
-    may take `share` of the tightest class's deadline, so the rest is left for its own queueing and
-    service. `pool.quantum_s` overrides the derived value.
+    `inflight_per_replica` slots also for the ones queued at the replica behind it: what their size
+    adds may take `share` of the tightest class's deadline together, so the rest is left for its own
+    queueing and service. `pool.quantum_s` overrides the derived value.
     """
     if pool.quantum_s is not None:
         return pool.quantum_s
