@@ -22,6 +22,9 @@ from scheduler.queues import PoolQueue
 from scheduler.request import Request, Status, evolve
 
 LOAD_TAU_S = 5.0  # memory of the per-class load estimate used by admission
+# A class counts as "about" while its recent load exceeds this share of one replica (about 13 s
+# after the last of a 1 req/s stream, with LOAD_TAU_S 5 s); see _urgent_rank.
+URGENT_LOAD = 0.001
 WINDOW_BATCHES = 4  # the policy sees the top (4 · max_batch_size) requests: room for length grouping
 
 
@@ -157,6 +160,11 @@ class SchedulerCore:
         rate, at = self._load.get((pool, rank), (0.0, now))
         return rate * math.exp(-(now - at) / LOAD_TAU_S) if now > at else rate
 
+    def _urgent_rank(self, pool: str, now: float) -> int | None:
+        """The most urgent class whose recent load in `pool` is noticeable (policy.plan_batch)."""
+        return min((c.rank for c in self.config.classes
+                    if self._load_rate(pool, c.rank, now) > URGENT_LOAD), default=None)
+
     def enqueue(self, req: Request) -> None:
         q = self.queues[req.pool]
         q.push(req)
@@ -225,7 +233,9 @@ class SchedulerCore:
         model = self.models[pool]
         model.advance(now)
         busy = 0 < replicas <= self.inflight[pool]  # each replica has a batch: pre-load only full ones
-        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy, quantum_s=self.quantum_s[pool])
+        urgent = self._urgent_rank(pool, now) if busy and not q.fifo else None
+        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy, quantum_s=self.quantum_s[pool],
+                                     urgent_rank=urgent)
         if not decision.go:
             if decision.wake_at is None:  # until a completion frees a replica or a batch fills
                 self._hold[pool] = math.inf

@@ -9,7 +9,9 @@ batch the scheduler sent early waits there, which is what the `load` autoscaling
 Placement comes from `ray_actor_options` (see serve_config.PoolConfig): with `num_gpus > 0` the
 model moves to CUDA in half precision; if the GPU is only logical (a test cluster declaring
 `num_gpus=1` on a CPU box) `torch.cuda.is_available()` is false and the replica says so in its log
-and runs on CPU. Without GPUs, torch's intra-op threads are set from the replica's `num_cpus`.
+and runs on CPU. Without GPUs, torch's intra-op threads are set from the replica's `num_cpus`, and
+the replica's threads run niced (serve.yaml `encoder.nice`) so that the front door sharing the node
+keeps its CPU under overload (core.lower_cpu_priority).
 """
 from __future__ import annotations
 
@@ -47,10 +49,11 @@ class EncoderCore(ReplicaCore):
     the same counters and load tracking around a cheaper `run` function.
     """
 
-    def __init__(self, bundle_path: str | None, *, num_cpus: float = 1.0, num_gpus: float = 0.0):
+    def __init__(self, bundle_path: str | None, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 nice: int = 0):
         import torch  # noqa: PLC0415 - heavy; only replicas need it
 
-        super().__init__(STALL_LIMIT_S, "batch")
+        super().__init__(STALL_LIMIT_S, "batch", nice)
         self.placement = _placement()
         self.device = "cpu"
         self.cuda_fallback = False
@@ -122,8 +125,8 @@ class EncoderCore(ReplicaCore):
 class EncoderReplica(ReplicaMethods):
     """Serve deployment around `EncoderCore`; options (placement, autoscaling) come from config."""
 
-    def __init__(self, bundle_path: str, num_cpus: float = 1.0, num_gpus: float = 0.0):
-        self.core = EncoderCore(bundle_path, num_cpus=num_cpus, num_gpus=num_gpus)
+    def __init__(self, bundle_path: str, num_cpus: float = 1.0, num_gpus: float = 0.0, nice: int = 0):
+        self.core = EncoderCore(bundle_path, num_cpus=num_cpus, num_gpus=num_gpus, nice=nice)
 
     async def run_batch(self, payloads: list[EncoderPayload]) -> list[dict]:
         return await self.core.run_batch(payloads)
@@ -133,5 +136,5 @@ def encoder_deployment(config, bundle_path: str):
     """The EncoderReplica deployment bound to a bundle, with options from `config.encoder`."""
     pool = config.encoder
     return EncoderReplica.options(**pool.deployment_options()).bind(
-        bundle_path, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus
+        bundle_path, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, nice=pool.nice
     )

@@ -37,12 +37,12 @@ class GeneratorCore(ReplicaCore):
     """Load the generator once, run batches and streams, count."""
 
     def __init__(self, model_path: str | None = None, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 generator: Any | None = None):
+                 generator: Any | None = None, nice: int = 0):
         import torch  # noqa: PLC0415 - heavy; only replicas need it
 
         from mtl.generate import Generator  # noqa: PLC0415
 
-        super().__init__(STALL_LIMIT_S, "decode")
+        super().__init__(STALL_LIMIT_S, "decode", nice)
         device = "cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu"
         if num_gpus > 0 and device == "cpu":
             logger.warning("GeneratorReplica asked for %s GPU(s) but CUDA is unavailable: running on CPU", num_gpus)
@@ -145,8 +145,9 @@ class GeneratorReplica(ReplicaMethods):
     Streaming: `handle.options(stream=True).stream.remote(payload)` yields str deltas, then a dict.
     """
 
-    def __init__(self, model_path: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0):
-        self.core = GeneratorCore(model_path, num_cpus=num_cpus, num_gpus=num_gpus)
+    def __init__(self, model_path: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 nice: int = 0):
+        self.core = GeneratorCore(model_path, num_cpus=num_cpus, num_gpus=num_gpus, nice=nice)
 
     async def run_batch(self, payloads: list[Any]) -> list[dict]:
         return await self.core.run_batch(payloads)
@@ -157,16 +158,18 @@ class GeneratorReplica(ReplicaMethods):
 
 
 def build_generator_deployment(options: dict[str, Any] | None = None, *, model_path: str | None = None,
-                               num_cpus: float = 1.0, num_gpus: float = 0.0):
+                               num_cpus: float = 1.0, num_gpus: float = 0.0, nice: int = 0):
     """The GeneratorReplica deployment bound with explicit Serve options (tests, benchmarks)."""
     options = dict(options or {})
     options.setdefault("ray_actor_options", {"num_cpus": num_cpus, "num_gpus": num_gpus})
-    return GeneratorReplica.options(**options).bind(model_path, num_cpus=num_cpus, num_gpus=num_gpus)
+    return GeneratorReplica.options(**options).bind(model_path, num_cpus=num_cpus, num_gpus=num_gpus,
+                                                    nice=nice)
 
 
 def generator_deployment(config: Any):
     """The GeneratorReplica deployment with options from `config.generator` (serve.yaml)."""
     pool = config.generator
     return build_generator_deployment(
-        pool.deployment_options(), model_path=pool.model_path, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus
+        pool.deployment_options(), model_path=pool.model_path, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
+        nice=pool.nice,
     )
