@@ -24,6 +24,7 @@ class RawModel:
 
         from mtl.bundle import load_bundle  # noqa: PLC0415
 
+        self.threads = threads
         torch.set_num_threads(threads)
         self.bundle = load_bundle(bundle_path)
         self.tasks = list(self.bundle.tasks)
@@ -33,6 +34,9 @@ class RawModel:
         self.bundle.run_heads(self.ids[:batch_size], [self.tasks] * batch_size)  # warm-up
 
     def run(self, duration_s: float) -> Run:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(self.threads)  # process-wide: two RawModels may alternate windows
         run = Run("raw in-process run_heads")
         n, b = len(self.ids), self.batch_size
         start = time.perf_counter()

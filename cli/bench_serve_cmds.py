@@ -38,7 +38,7 @@ def bench_serve(
     kwargs = {"report": report, "plot": report.with_suffix(".png")} if report else {}
     path = sb.write_report(results, command, **kwargs)
     (path.with_suffix(".json")).write_text(json.dumps(results, indent=2, default=str))
-    typer.echo(json.dumps({k: results[k] for k in ("ratio_a", "ratio_a_bulk", "ratio_b")}, indent=None))
+    typer.echo(json.dumps({k: results[k] for k in ("ratio_a", "ratio_a_bulk", "ratio_a_all_cores", "ratio_b")}, indent=None))
     typer.echo(f"interactive attainment: ours {results['ours_c']['interactive_attainment']}, "
                f"baseline {results['baseline_c']['interactive_attainment']}")
     typer.echo(f"report: {path}")

@@ -22,9 +22,7 @@ from scheduler.queues import PoolQueue
 from scheduler.request import Request, Status, evolve
 
 LOAD_TAU_S = 5.0  # memory of the per-class load estimate used by admission
-# A class counts as "about" while its recent load exceeds this share of one replica (about 13 s
-# after the last of a 1 req/s stream, with LOAD_TAU_S 5 s); see _urgent_rank.
-URGENT_LOAD = 0.001
+URGENT_WINDOW_S = 10.0  # a class is "about" for this long after its last arrival (_urgent_rank)
 WINDOW_BATCHES = 4  # the policy sees the top (4 · max_batch_size) requests: room for length grouping
 
 
@@ -66,6 +64,7 @@ class SchedulerCore:
         self.refusals: Counter = Counter()  # (class, reason kind) -> count
         # Admitted work per (pool, rank) in replica-seconds per second, decayed over LOAD_TAU_S.
         self._load: dict[tuple[str, int], tuple[float, float]] = {}
+        self._last_arrival: dict[tuple[str, int], float] = {}  # (pool, rank) -> latest arrival
 
     # ------------------------------------------------------------ arrival
 
@@ -162,8 +161,8 @@ class SchedulerCore:
 
     def _urgent_rank(self, pool: str, now: float) -> int | None:
         """The most urgent class whose recent load in `pool` is noticeable (policy.plan_batch)."""
-        return min((c.rank for c in self.config.classes
-                    if self._load_rate(pool, c.rank, now) > URGENT_LOAD), default=None)
+        return min((rank for (p, rank), at in self._last_arrival.items()
+                    if p == pool and now - at < URGENT_WINDOW_S), default=None)
 
     def enqueue(self, req: Request) -> None:
         q = self.queues[req.pool]
@@ -173,6 +172,7 @@ class SchedulerCore:
         work = p.a_s / cfg.max_batch_size + p.b_s + p.c_s * req.num_tokens
         key = (req.pool, req.rank)
         self._load[key] = (self._load_rate(req.pool, req.rank, req.arrival) + work / LOAD_TAU_S, req.arrival)
+        self._last_arrival[key] = max(req.arrival, self._last_arrival.get(key, req.arrival))
         hold = self._hold.get(req.pool)
         if hold is not None:
             if self._could_be_full(req.pool):
@@ -233,7 +233,12 @@ class SchedulerCore:
         model = self.models[pool]
         model.advance(now)
         busy = 0 < replicas <= self.inflight[pool]  # each replica has a batch: pre-load only full ones
-        urgent = self._urgent_rank(pool, now) if busy and not q.fifo else None
+        # Lower-class work pre-loads into the second slots of all replicas but one while more urgent
+        # work is about (policy.plan_batch, `urgent_rank`): one replica's queue always holds only
+        # its running batch, and Serve's router sends the next batch to the least loaded replica.
+        # (Stopping every lower-class pre-load cost about a fifth of the flood's throughput.)
+        spare = replicas * cfg.inflight_per_replica - (cfg.inflight_per_replica - 1)
+        urgent = self._urgent_rank(pool, now) if busy and not q.fifo and self.inflight[pool] >= spare else None
         decision = policy.plan_batch(snap, cfg, model.predict, busy=busy, quantum_s=self.quantum_s[pool],
                                      urgent_rank=urgent)
         if not decision.go:

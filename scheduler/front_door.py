@@ -13,7 +13,9 @@ tokenization, the scheduler hop, post-processing):
     `share[r] × max_inflight` requests of any class; the rest of the window stays free for more
     urgent classes (rank 0 may use all of it);
   * event-loop lag: a lower class is refused while the replica's loop runs late by more than
-    `max_lag_s` (the edge is saturated; what it already holds must finish first);
+    `max_lag_s` (the edge is saturated; what it already holds must finish first), and rank 0 too
+    past `max_lag_top_s` (more urgent work arrives than the machine can serve: shed it at the door
+    for the cost of a refusal, or none of it is on time);
   * scheduler feedback: after the scheduler refused a class, the gateway answers that class itself
     until the scheduler's Retry-After has passed, without a hop per refusal;
   * paced refusals: a refused lower-class request is held up to `max_hold_s` before its 429. A
@@ -38,6 +40,10 @@ class EdgeLimits:
     max_inflight: int = 512
     share: tuple[float, ...] = (1.0, 0.5, 0.25)
     max_lag_s: float = 0.05
+    # Past this lag even rank 0 is refused: the edge is so far behind that what it lets in would be
+    # late anyway. At 4x overload on 2 cores, interactive alone exceeded the capacity; without this,
+    # every interactive request was let in, the loops fell seconds behind and 0.1 % met 1 s.
+    max_lag_top_s: float = 0.25
     max_hold_s: float = 2.0
 
     def share_of(self, rank: int) -> float:
@@ -69,7 +75,7 @@ def edge_decision(rank: int, view: EdgeView, limits: EdgeLimits) -> EdgeDecision
     if view.inflight >= cap:
         return _refuse(rank, f"the gateway holds {view.inflight} requests (limit {cap:.0f} for this class)",
                        MIN_RETRY_AFTER_S, limits)
-    if rank > 0 and view.loop_lag_s > limits.max_lag_s:
+    if view.loop_lag_s > (limits.max_lag_s if rank > 0 else limits.max_lag_top_s):
         return _refuse(rank, f"the gateway is saturated (event loop {1000 * view.loop_lag_s:.0f} ms late)",
                        MIN_RETRY_AFTER_S, limits)
     return EdgeDecision(True)

@@ -26,10 +26,13 @@ class FrontDoorSettings(BaseModel):
     max_inflight: Annotated[int, Field(gt=0)] = 512
     share: tuple[Annotated[float, Field(ge=0, le=1)], ...] = (1.0, 0.5, 0.25)
     max_lag_s: Annotated[float, Field(gt=0)] = 0.05
+    max_lag_top_s: Annotated[float, Field(gt=0)] = 0.25
     max_hold_s: Annotated[float, Field(ge=0, le=30)] = 2.0
 
     def limits(self) -> EdgeLimits:
-        return EdgeLimits(self.max_inflight, tuple(self.share) or (1.0,), self.max_lag_s, self.max_hold_s)
+        return EdgeLimits(max_inflight=self.max_inflight, share=tuple(self.share) or (1.0,),
+                          max_lag_s=self.max_lag_s, max_lag_top_s=self.max_lag_top_s,
+                          max_hold_s=self.max_hold_s)
 
 
 class GatewaySettings(BaseModel):

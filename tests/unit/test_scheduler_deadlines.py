@@ -304,3 +304,16 @@ def test_the_core_stops_preloading_batch_work_once_interactive_arrives_and_resum
     later, _ = core.plan("encoder", 30.0, replicas=1)
     assert later is not None
     assert core.plan("encoder", 30.0, replicas=1)[0] is not None  # interactive long gone: pre-loads again
+
+
+def test_with_two_replicas_one_keeps_its_second_slot_for_urgent_work():
+    pool = PoolConfig(name="encoder", max_batch_size=4, max_batch_tokens=100_000, batch_wait_s=0.0,
+                      inflight_per_replica=2)
+    core = SchedulerCore(SchedulerConfig(classes=_classes(1.0), pools=[pool]))
+    inter = core.new_request(("t",), "encoder", "interactive", 1000, 10, now=0.0)
+    core.enqueue(inter)
+    for _ in range(24):
+        core.enqueue(core.new_request(("t",), "encoder", "batch", None, 10, now=0.0))
+    batches = [core.plan("encoder", 0.0, replicas=2)[0] for _ in range(4)]
+    assert [b is not None for b in batches] == [True, True, True, False]  # 2 running + 1 pre-loaded
+    assert batches[0].batch[0].priority == "interactive"

@@ -22,6 +22,14 @@ def test_a_late_event_loop_refuses_every_class_but_the_top_one():
     assert not d.admit and "200 ms late" in d.reason
 
 
+def test_a_very_late_event_loop_sheds_the_top_class_too_without_holding_it():
+    """At 4x overload on 2 cores more interactive work arrived than the machine serves; letting all
+    of it in put the loops seconds behind and 0.1 % of it met its 1 s deadline."""
+    d = edge_decision(0, EdgeView(0.0, 5, loop_lag_s=0.3), LIMITS)
+    assert not d.admit and "300 ms late" in d.reason and d.hold_s == 0.0 and d.retry_after_s >= 1.0
+    assert edge_decision(0, EdgeView(0.0, 5, loop_lag_s=0.24), LIMITS).admit
+
+
 def test_refusals_of_lower_classes_are_held_and_interactive_ones_are_not():
     d = edge_decision(2, EdgeView(0.0, 50), LIMITS)
     assert not d.admit and d.hold_s > 0 and d.retry_after_s >= 1.0
