@@ -22,7 +22,6 @@ from scheduler.queues import PoolQueue
 from scheduler.request import Request, Status, evolve
 
 LOAD_TAU_S = 5.0  # memory of the per-class load estimate used by admission
-URGENT_WINDOW_S = 10.0  # a class is "about" for this long after its last arrival (_urgent_rank)
 WINDOW_BATCHES = 4  # the policy sees the top (4 · max_batch_size) requests: room for length grouping
 
 
@@ -64,7 +63,6 @@ class SchedulerCore:
         self.refusals: Counter = Counter()  # (class, reason kind) -> count
         # Admitted work per (pool, rank) in replica-seconds per second, decayed over LOAD_TAU_S.
         self._load: dict[tuple[str, int], tuple[float, float]] = {}
-        self._last_arrival: dict[tuple[str, int], float] = {}  # (pool, rank) -> latest arrival
 
     # ------------------------------------------------------------ arrival
 
@@ -159,11 +157,6 @@ class SchedulerCore:
         rate, at = self._load.get((pool, rank), (0.0, now))
         return rate * math.exp(-(now - at) / LOAD_TAU_S) if now > at else rate
 
-    def _urgent_rank(self, pool: str, now: float) -> int | None:
-        """The most urgent class whose recent load in `pool` is noticeable (policy.plan_batch)."""
-        return min((rank for (p, rank), at in self._last_arrival.items()
-                    if p == pool and now - at < URGENT_WINDOW_S), default=None)
-
     def enqueue(self, req: Request) -> None:
         q = self.queues[req.pool]
         q.push(req)
@@ -172,7 +165,6 @@ class SchedulerCore:
         work = p.a_s / cfg.max_batch_size + p.b_s + p.c_s * req.num_tokens
         key = (req.pool, req.rank)
         self._load[key] = (self._load_rate(req.pool, req.rank, req.arrival) + work / LOAD_TAU_S, req.arrival)
-        self._last_arrival[key] = max(req.arrival, self._last_arrival.get(key, req.arrival))
         hold = self._hold.get(req.pool)
         if hold is not None:
             if self._could_be_full(req.pool):
@@ -233,14 +225,7 @@ class SchedulerCore:
         model = self.models[pool]
         model.advance(now)
         busy = 0 < replicas <= self.inflight[pool]  # each replica has a batch: pre-load only full ones
-        # Lower-class work pre-loads into the second slots of all replicas but one while more urgent
-        # work is about (policy.plan_batch, `urgent_rank`): one replica's queue always holds only
-        # its running batch, and Serve's router sends the next batch to the least loaded replica.
-        # (Stopping every lower-class pre-load cost about a fifth of the flood's throughput.)
-        spare = replicas * cfg.inflight_per_replica - (cfg.inflight_per_replica - 1)
-        urgent = self._urgent_rank(pool, now) if busy and not q.fifo and self.inflight[pool] >= spare else None
-        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy, quantum_s=self.quantum_s[pool],
-                                     urgent_rank=urgent)
+        decision = policy.plan_batch(snap, cfg, model.predict, busy=busy, quantum_s=self.quantum_s[pool])
         if not decision.go:
             if decision.wake_at is None:  # until a completion frees a replica or a batch fills
                 self._hold[pool] = math.inf

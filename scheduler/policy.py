@@ -179,7 +179,7 @@ def quantum_for(tightest_deadline_s: float, pool: PoolConfig, share: float = 0.2
 
 
 def plan_batch(snapshot: Snapshot, pool: PoolConfig, latency: LatencyFn, busy: bool = False,
-               quantum_s: float | None = None, urgent_rank: int | None = None) -> BatchPlan:
+               quantum_s: float | None = None) -> BatchPlan:
     """Decide what a free replica slot of `pool` does now.
 
     Waiting for more requests only pays while it costs nobody their deadline: the batch goes when it
@@ -195,21 +195,18 @@ def plan_batch(snapshot: Snapshot, pool: PoolConfig, latency: LatencyFn, busy: b
     that fills it re-plans). Measured with `mtc bench serve` (b), 2 replicas x 2 slots, 32 clients:
     mean batch 4.0 without this rule, 5.6-6.7 with it.
 
-    `urgent_rank`: the most urgent class that has recently had work in this pool (None: no such
-    knowledge). A pre-loaded batch waits at the replica where nothing can overtake it, so one of a
-    less urgent class only pre-loads when no more urgent work has been arriving: otherwise the next
-    interactive request waits behind the running batch and the pre-loaded one. Measured at 2x open
-    loop on 2 cores (issue 9), interactive service time p50 was 225 ms with batch-class pre-loading.
+    Lower-class batches pre-load too. Holding them back while interactive work was about (so that
+    an interactive arrival never waits behind a pre-loaded batch) was tried: it cost a third of the
+    flood's throughput (replicas idle across the scheduler's round trip) for no measured gain in
+    interactive latency (`mtc bench overload`, (i) at 16 and 64 connections); the quantum bounds
+    what such a batch can cost.
 
     `quantum_s` bounds batches by lower-class work (`form_batch`); one at its quantum is full.
     """
     batch = form_batch(snapshot.candidates, pool, latency, quantum_s)
     if not batch:
         return BatchPlan((), False, None, "empty")
-    full = batch_is_full(batch, pool, latency, quantum_s)
-    if full and busy and urgent_rank is not None and min(r.rank for r in batch) > urgent_rank:
-        return BatchPlan(batch, False, None, "replicas busy, more urgent work about")
-    if full:
+    if batch_is_full(batch, pool, latency, quantum_s):
         return BatchPlan(batch, True, None, "full")
     if busy:
         return BatchPlan(batch, False, None, "replicas busy")
