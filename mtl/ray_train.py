@@ -55,6 +55,18 @@ class RayTrainOutcome:
     metrics: dict[str, Any]  # the final report's metrics (scalars)
 
 
+def load_train_state(path: Path) -> dict:
+    """A checkpoint's training state, tensors and plain containers only (`weights_only=True`).
+
+    A checkpoint directory can come from shared storage (s3://, NFS); unpickling it in full would
+    run whatever code a writer put in it on every training worker. Everything `run_training`
+    saves is tensors, numbers, strings, lists and dicts, which the restricted unpickler accepts.
+    """
+    import torch  # noqa: PLC0415 - heavy; the driver side of this module does not need it
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def worker_threads(cpus_per_worker: float, recipe_threads: int | None) -> int:
     """torch intra-op threads for one worker: its CPU reservation, or fewer if the recipe asks."""
     threads = max(1, math.floor(cpus_per_worker))
@@ -114,10 +126,10 @@ def _train_worker(loop_config: dict) -> dict:
             if (Path(ckpt_dir) / BUNDLE_MANIFEST).is_file():
                 # The final bundle was already reported (a failure after it): nothing left to do.
                 return {"rank": rank, "resumed_from_step": -1, "already_finished": True}
-            resume_state = torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+            resume_state = load_train_state(Path(ckpt_dir) / STATE_FILE)
             own = Path(ckpt_dir) / RANK_STATE_FILE.format(rank=rank)
             if own.is_file():  # this rank's dropout RNG and shard positions, not rank 0's
-                resume_state.update(torch.load(own, map_location="cpu", weights_only=False))
+                resume_state.update(load_train_state(own))
         resumed_from = int(resume_state["step"])
 
     def wrap_model(model):

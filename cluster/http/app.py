@@ -60,7 +60,9 @@ class EdgeGuard:
         self.app = app
         self.settings = settings
         self.front_door = front_door
-        self.keys = [k.encode() for k in settings.api_keys]
+        rank = {name: r for r, name in enumerate(settings.priority_classes)}
+        # (key, rank of the most urgent class it may use; None: any)
+        self.keys = [(k.encode(), None if c is None else rank[c]) for k, c in settings.key_classes().items()]
 
     async def _refuse_at_door(self, decision: Any, scope: dict, receive: Any, send: Any) -> None:
         if decision.hold_s > 0:  # pace closed-loop clients that ignore Retry-After (front_door.py)
@@ -70,21 +72,39 @@ class EdgeGuard:
                  "Retry after the Retry-After header's seconds, or send fewer requests at once",
             retry_after_header(decision.retry_after_s))(scope, receive, send)
 
-    def _authorized(self, scope: dict) -> bool:
+    def _authorized(self, scope: dict) -> tuple[bool, int | None]:
+        """(whether the caller may come in, the rank of the most urgent class its key may use)."""
         if not self.keys or scope.get("path", "") in OPEN_PATHS:
-            return True
+            return True, None
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer" or not token:
-            return False
-        return any(hmac.compare_digest(token.strip(), key) for key in self.keys)
+            return False, None
+        token = token.strip()
+        matches = [rank for key, rank in self.keys if hmac.compare_digest(token, key)]
+        return (True, matches[0]) if matches else (False, None)
+
+    def _above_key(self, claimed: str | None, key_rank: int | None) -> str | None:
+        """The 403 message when the class a request runs at is more urgent than its key allows."""
+        s = self.settings
+        if key_rank is None:
+            return None
+        runs_at = claimed or s.default_priority
+        if s.priority_classes.index(runs_at) >= key_rank:
+            return None
+        allowed = s.priority_classes[key_rank]
+        asked = f"asks for priority '{runs_at}'" if claimed else f"runs at the default priority '{runs_at}'"
+        return (f"this API key may use priority '{allowed}' or lower, and the request {asked}; send "
+                f"priority '{allowed}' (or a less urgent class), or ask the operator for a key bound to "
+                f"'{runs_at}'")
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         arrival = self.front_door.arrive()  # the caller's clock starts here
-        if not self._authorized(scope):
+        authorized, key_rank = self._authorized(scope)
+        if not authorized:
             await error_response(
                 401, "missing or invalid API key; send the header 'Authorization: Bearer <key>'",
                 {"WWW-Authenticate": "Bearer"})(scope, receive, send)
@@ -115,7 +135,12 @@ class EdgeGuard:
             door = self.front_door
             if door.gated(scope.get("path", "")):
                 s = self.settings
-                arrival.priority = peek_priority(scope["path"], body, s.priority_classes, s.default_priority)
+                claimed = peek_priority(scope["path"], body, s.priority_classes, None)
+                arrival.priority = claimed or s.default_priority
+                forbidden = self._above_key(claimed, key_rank)
+                if forbidden:
+                    await error_response(403, forbidden)(scope, receive, send)
+                    return
                 decision = door.admit(arrival.priority)
                 if not decision.admit:
                     door.finish(arrival, 429)

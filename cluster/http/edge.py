@@ -29,6 +29,18 @@ log = logging.getLogger("mtc.gateway")
 _INLINE_TOKENIZE_CHARS = 4_000
 
 
+def _check_unicode(text: str, where: str) -> None:
+    """JSON may carry a lone surrogate ("\\ud800"), which is no Unicode text: the tokenizer cannot
+    encode it, and it used to surface as a 500. Refuse it here, naming the text and the place."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ApiError(
+            400, f"'{where}' is not valid Unicode: a lone surrogate \\u{ord(text[err.start]):04x} at "
+                 f"character {err.start}; send UTF-8 text (surrogates only in pairs)"
+        ) from None
+
+
 @dataclass(frozen=True)
 class EdgeResult:
     results: list[dict[str, dict]]  # per text: task -> post-processed result
@@ -88,6 +100,8 @@ class Edge:
                 raise ApiError(
                     413, f"'{field}[{i}]' has {len(text)} characters; the limit is {s.max_text_chars}"
                 )
+            if not text.isascii():
+                _check_unicode(text, f"{field}[{i}]")
 
     # ------------------------------------------------------------ the request path
 

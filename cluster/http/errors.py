@@ -79,8 +79,14 @@ def outcome_error(outcomes: Outcome | Sequence[Outcome]) -> ApiError | None:
         return ApiError(504, f"deadline passed before the work finished ({expired[0].error or 'expired'}); "
                              "give a longer deadline_ms or retry")
     o = bad[0]
-    return ApiError(503, f"inference {_status(o).value}: {o.error or 'replica failure'}; retry shortly",
-                    {"Retry-After": "1"})
+    if _status(o) is Status.CANCELLED:  # our own words ("another text of the same request failed")
+        return ApiError(503, f"inference cancelled: {o.error or 'cancelled'}; retry shortly", {"Retry-After": "1"})
+    # A failure's text is a replica's exception (Ray tracebacks, node addresses, pids): it goes to
+    # the log under an incident id, and the caller gets the id.
+    incident = uuid.uuid4().hex[:12]
+    log.warning("inference failed, incident %s: %s", incident, o.error or "replica failure")
+    return ApiError(503, f"inference failed on a model replica (incident {incident}); retry shortly, "
+                         "and quote the incident id if it persists", {"Retry-After": "1"})
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

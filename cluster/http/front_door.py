@@ -65,9 +65,10 @@ def note_budget(budget_s: float | None) -> None:
         a.budget_s = budget_s if a.budget_s is None else max(a.budget_s, budget_s)
 
 
-def peek_priority(path: str, body: bytes, classes: tuple[str, ...], default: str) -> str:
+def peek_priority(path: str, body: bytes, classes: tuple[str, ...], default: str | None) -> str | None:
     """The class a request claims, read cheaply from its JSON body before any validation (the
-    route validates properly; anything unreadable here counts as the default class)."""
+    route validates properly; anything unreadable here counts as `default`, and so does a request
+    that names no class)."""
     try:
         data = json.loads(body) if body[:1] in (b"{", b" ", b"\n") else None
     except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to parse

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cluster.http.schemas import MAX_DEADLINE_MS
+
 MAX_STOP_SEQUENCES = 4
 
 
@@ -56,7 +58,7 @@ class _Common(BaseModel):
     frequency_penalty: float | None = None
     # Extensions: the scheduler class and a deadline for this request.
     priority: str | None = Field(None, min_length=1, max_length=64)
-    deadline_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    deadline_ms: Annotated[float, Field(gt=0, le=MAX_DEADLINE_MS)] | None = None
 
     @field_validator("stop")
     @classmethod

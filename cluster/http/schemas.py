@@ -16,6 +16,9 @@ from scheduler.config import ENCODER_POOL
 from scheduler.front_door import EdgeLimits
 
 DEFAULT_PRIORITY_CLASSES = ("interactive", "standard", "batch")
+# The longest deadline a caller may give, on every route (1 h): past it a request is not an online
+# call; bulk work goes through batch jobs, which pace themselves.
+MAX_DEADLINE_MS = 3_600_000
 
 
 class FrontDoorSettings(BaseModel):
@@ -38,13 +41,15 @@ class FrontDoorSettings(BaseModel):
 class GatewaySettings(BaseModel):
     """How the gateway behaves. Built by the Serve app from its config (or by tests)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a validation error must never print the API keys it was given
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     bundle_path: str | None = None  # loaded with weights=False when no bundle object is passed
     model_name: str = "mtc"  # reported as `model` in answers and as the V2 platform's owner
     # Empty: no auth; else `Authorization: Bearer <key>` is required. Defaults to the
     # comma-separated `MTC_API_KEYS` environment variable: keys belong in the environment or a
-    # secret store, not in a YAML file.
+    # secret store, not in a YAML file. `KEY:CLASS` binds a key to the most urgent class it may
+    # use (`bulk-key:batch`); a bare key may use any class.
     api_keys: tuple[str, ...] = Field(default_factory=lambda: _env_api_keys())
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     max_text_chars: Annotated[int, Field(gt=0)] = 20_000
@@ -65,6 +70,23 @@ class GatewaySettings(BaseModel):
         if not v or len(set(v)) != len(v):
             raise ValueError(f"priority_classes must be non-empty and unique, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _key_classes_known(self) -> "GatewaySettings":
+        for entry in self.api_keys:
+            _, sep, cls = entry.rpartition(":")
+            if sep and cls not in self.priority_classes:
+                raise ValueError(f"api_keys: an entry is bound to unknown priority class '{cls}'; after "
+                                 f"the ':' name one of {list(self.priority_classes)}")
+        return self
+
+    def key_classes(self) -> dict[str, str | None]:
+        """Each API key and the most urgent class it may use (None: any)."""
+        out: dict[str, str | None] = {}
+        for entry in self.api_keys:
+            key, sep, cls = entry.rpartition(":")
+            out[key if sep else entry] = cls if sep else None
+        return out
 
     @model_validator(mode="after")
     def _default_known(self) -> "GatewaySettings":
@@ -108,8 +130,9 @@ class PredictRequest(BaseModel):
     priority: str | None = Field(
         default=None, description="Priority class, e.g. interactive, standard, batch."
     )
-    deadline_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
-        default=None, description="Time budget from arrival, in milliseconds; default: the class's."
+    deadline_ms: Annotated[float, Field(gt=0, le=MAX_DEADLINE_MS, allow_inf_nan=False)] | None = Field(
+        default=None, description="Time budget from arrival, in milliseconds (at most 3,600,000: "
+                                  "one hour); default: the class's."
     )
 
     def text_list(self) -> list[str]:
@@ -162,6 +185,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, desc in {
         400: "Malformed request (e.g. not JSON)",
         401: "Missing or wrong API key",
+        403: "The API key may not use the priority class asked for (or the default one)",
         404: "Unknown task or route",
         413: "Body, text or batch too large",
         422: "Invalid field",

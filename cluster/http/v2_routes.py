@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 
 from cluster.http.edge import Edge
 from cluster.http.errors import ApiError
-from cluster.http.schemas import ERROR_RESPONSES
+from cluster.http.schemas import ERROR_RESPONSES, MAX_DEADLINE_MS
 from cluster.http.v2_protocol import (
     HEADER_LENGTH,
     InferRequest,
@@ -103,6 +103,9 @@ def v2_deadline_ms(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ApiError(400, f"parameters.timeout must be an integer number of microseconds >= 0, got {value!r}")
+    if value > MAX_DEADLINE_MS * 1000:
+        raise ApiError(400, f"parameters.timeout is {value} µs; the longest allowed is {MAX_DEADLINE_MS * 1000} "
+                            "(one hour)")
     return value / 1000.0 if value > 0 else None
 
 

@@ -62,3 +62,18 @@ def test_setup_installs_project_and_head_starts_the_app(cluster_config):
     config = load_serve_config(ROOT / argv[argv.index("--config") + 1])
     assert config.encoder.num_gpus == 1
     assert config.encoder.autoscaling.min_replicas >= 1
+
+
+def test_dashboard_stays_on_loopback_and_only_http_is_opened(cluster_config):
+    """Issue 10, finding 3: the dashboard (and job submission through it, which runs code on the
+    cluster) was bound to 0.0.0.0."""
+    start = " ".join(cluster_config["head_start_ray_commands"])
+    argv = shlex.split(next(c for c in cluster_config["head_start_ray_commands"] if "ray start --head" in c)
+                       .split(";")[-1])
+    host = next((a.split("=", 1)[1] for a in argv if a.startswith("--dashboard-host")), "127.0.0.1")
+    assert host in ("127.0.0.1", "localhost"), start
+    sg = cluster_config["provider"]["security_group"]
+    ports = {(p["FromPort"], p["ToPort"]) for p in sg["IpPermissions"]}
+    assert ports == {(8000, 8000)}, ports
+    serve_cfg = load_serve_config(ROOT / "cluster" / "serve_gpu.yaml")
+    assert serve_cfg.http.port == 8000

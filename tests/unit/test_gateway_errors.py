@@ -40,6 +40,7 @@ def _err(r, status, *words):
     ({"texts": "a", "deadline_ms": 0}, 422, ["deadline_ms", "greater than 0"]),
     ({"texts": "a", "deadline_ms": -5}, 422, ["deadline_ms"]),
     ({"texts": "a", "deadline_ms": "soon"}, 422, ["deadline_ms"]),
+    ({"texts": "a", "deadline_ms": 1e12}, 422, ["deadline_ms", "3600000"]),  # issue 10, finding 10
     ({"texts": "a", "colour": "red"}, 422, ["colour", "not a known field"]),
 ])
 def test_bad_native_bodies(client, body, status, words):
@@ -102,7 +103,7 @@ def test_refusal_of_one_text_refuses_the_request(random_bundle_path):
 
 @pytest.mark.parametrize("outcome,status,word", [
     (Outcome(Status.EXPIRED, error="deadline passed in queue"), 504, "deadline"),
-    (Outcome(Status.FAILED, error="replica died twice"), 503, "replica died twice"),
+    (Outcome(Status.FAILED, error="replica died twice"), 503, "incident"),
     (Outcome(Status.CANCELLED), 503, "cancelled"),
     (Outcome(Status.DONE, result=None), 503, "no result"),
 ])
@@ -110,6 +111,21 @@ def test_outcome_errors(random_bundle_path, outcome, status, word):
     r = client_for(random_bundle_path, ScriptedBackend(lambda job: outcome)).post(
         "/v1/predict", json={"texts": "a"})
     _err(r, status, word)
+
+
+def test_a_failed_batch_answers_an_incident_id_and_logs_the_detail(random_bundle_path, caplog):
+    """Finding 6: the replica's exception text (Ray traceback, node address, pid) went to every
+    caller of the failed batch. It belongs in the log, under an id the caller can quote."""
+    detail = ("batch failed after 2 retries: RayTaskError(RuntimeError): ray::ServeReplica:mtc:EncoderReplica "
+              "(pid=4242, ip=10.0.3.7) Traceback (most recent call last): File \"/srv/app/model.py\"")
+    client = client_for(random_bundle_path, ScriptedBackend(lambda job: Outcome(Status.FAILED, error=detail)))
+    with caplog.at_level("WARNING", logger="mtc.gateway"):
+        r = client.post("/v1/predict", json={"texts": "a"})
+    msg = _err(r, 503, "incident")
+    for leak in ("10.0.3.7", "pid=", "Traceback", "/srv/app"):
+        assert leak not in r.text
+    incident = msg.split("incident ")[1].split(")")[0]
+    assert any(incident in rec.getMessage() and "10.0.3.7" in rec.getMessage() for rec in caplog.records)
 
 
 def test_backend_exception_is_503_not_500(random_bundle_path):
@@ -136,3 +152,27 @@ def test_bug_in_gateway_is_clean_json(random_bundle_path):
     assert r.status_code == 500
     assert "incident" in r.json()["error"] or "internal error" in r.json()["error"]
     assert "Traceback" not in r.text
+
+
+# A lone surrogate is valid JSON ("\ud800") but not Unicode text: the tokenizer cannot take it, and
+# it used to answer 500 "internal error" on both routes (issue 10, finding 7).
+LONE_SURROGATE = b'"bad \\ud800 text"'
+
+
+def test_a_lone_surrogate_in_a_native_text_is_400_naming_the_text(client):
+    body = b'{"texts": ["fine", ' + LONE_SURROGATE + b"]}"
+    _err(client.post("/v1/predict", content=body, headers={"Content-Type": "application/json"}),
+         400, "texts[1]", "not valid Unicode", "\\ud800")
+
+
+def test_a_lone_surrogate_in_a_v2_bytes_tensor_is_400_naming_the_element(client):
+    body = (b'{"inputs": [{"name": "TEXT", "shape": [2], "datatype": "BYTES", "data": ["fine", '
+            + LONE_SURROGATE + b"]}]}")
+    _err(client.post("/v2/models/topic/infer", content=body, headers={"Content-Type": "application/json"}),
+         400, "TEXT[1]", "not valid Unicode")
+
+
+def test_a_v2_timeout_over_an_hour_is_400(client):
+    body = {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+            "parameters": {"timeout": 10**13}}
+    _err(client.post("/v2/models/topic/infer", json=body), 400, "parameters.timeout", "one hour")

@@ -119,3 +119,39 @@ def test_api_keys_from_environment(random_bundle_path, monkeypatch):
     c = client_for(random_bundle_path, ScriptedBackend())
     assert c.get("/v1/tasks").status_code == 401
     assert c.get("/v1/tasks", headers={"Authorization": "Bearer k2"}).status_code == 200
+
+
+# Issue 10, finding 2: priority was self-declared, so any caller could claim `interactive`.
+@pytest.mark.parametrize("key,body,status", [
+    ("bulk", {"texts": "hi", "priority": "batch"}, 200),
+    ("bulk", {"texts": "hi", "priority": "interactive"}, 403),
+    ("bulk", {"texts": "hi", "priority": "standard"}, 403),
+    ("bulk", {"texts": "hi"}, 403),  # the default class (standard) is above this key's
+    ("app", {"texts": "hi", "priority": "standard"}, 200),
+    ("app", {"texts": "hi", "priority": "interactive"}, 403),
+    ("ops", {"texts": "hi", "priority": "interactive"}, 200),  # no class: any
+])
+def test_a_key_bound_to_a_class_cannot_claim_a_more_urgent_one(random_bundle_path, key, body, status):
+    backend = ScriptedBackend()
+    c = client_for(random_bundle_path, backend, api_keys=("bulk:batch", "app:standard", "ops"))
+    r = c.post("/v1/predict", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == status, r.text
+    if status == 403:
+        msg = r.json()["error"]
+        assert "this API key may use priority" in msg and "or lower" in msg, msg
+        assert not backend.jobs  # refused before any work
+    # the binding is the same for the V2 route (Triton's integer priority 1 = interactive)
+    v2 = {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES", "data": ["hi"]}],
+          "parameters": {"priority": 1}}
+    r2 = c.post("/v2/models/topic/infer", json=v2, headers={"Authorization": f"Bearer {key}"})
+    assert r2.status_code == (200 if key == "ops" else 403), r2.text
+
+
+def test_a_class_binding_must_name_a_known_class():
+    from cluster.http.schemas import GatewaySettings
+
+    with pytest.raises(ValueError, match="unknown priority class 'intractive'") as err:
+        GatewaySettings(api_keys=["s3cret:intractive"])
+    assert "s3cret" not in str(err.value)  # never echo a key
+    assert GatewaySettings(api_keys=["k:batch"]).key_classes() == {"k": "batch"}
+    assert GatewaySettings(api_keys=["plain"]).key_classes() == {"plain": None}

@@ -161,7 +161,7 @@ def test_huge_input_is_413(backend):
 @pytest.mark.parametrize("outcome, status, fragment", [
     (Outcome(Status.REFUSED, error="queue full", retry_after_s=2.2), 429, "queue full"),
     (Outcome(Status.EXPIRED, error="deadline passed while queued"), 504, "deadline"),
-    (Outcome(Status.FAILED, error="replica lost"), 503, "replica lost"),
+    (Outcome(Status.FAILED, error="replica lost"), 503, "incident"),  # the detail goes to the log (issue 10, finding 6)
     (Outcome(Status.DONE, result={"error": "prompt too long", "status": 413}), 413, "prompt too long"),
     (Outcome(Status.DONE, result={"error": "bad stop", "status": 422}), 422, "bad stop"),
     (Outcome(Status.DONE, result=None), 503, "no result"),

@@ -92,3 +92,27 @@ def test_single_task_config_keeps_only_that_task():
         only_task(cfg, "embedding")
     with pytest.raises(KeyError, match="known tasks"):
         only_task(cfg, "nope")
+
+
+def test_a_checkpoint_state_loads_weights_only_and_code_in_it_does_not_run(tmp_path):
+    """Finding 5 of issue 10: Ray Train checkpoints were unpickled in full (weights_only=False)."""
+    from mtl.ray_train import load_train_state
+
+    cfg = tiny_config(limit=16, max_steps=2)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"eval_every_steps": 2})})
+    states = []
+    run_training(cfg, tmp_path / "b", progress=False, report_fn=lambda state, metrics: states.append(state))
+    torch.save(states[-1], tmp_path / "state.pt")
+    loaded = load_train_state(tmp_path / "state.pt")  # everything training saves is allowed
+    assert loaded["step"] == states[-1]["step"] and set(loaded) == set(states[-1])
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("code ran while loading a checkpoint",))
+
+    torch.save({"step": 1, "evil": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_train_state(tmp_path / "evil.pt")
+    assert not marker.exists()
