@@ -25,6 +25,8 @@ from cluster.serve_config import (
     ServeConfig,
     ServeConfigError,
     load_serve_config,
+    require_api_keys,
+    sealed_api_keys,
     write_serve_config,
 )
 
@@ -33,9 +35,12 @@ DEFAULT_BUNDLE = Path("bundles/default")
 SAMPLE_TEXT = "Apple shares rose 5% in London after the company opened a new store in Paris."
 
 
-def _config(bundle: Path | None, config_path: Path | None, port: int | None) -> ServeConfig:
+def _config(bundle: Path | None, config_path: Path | None, port: int | None,
+            insecure: bool = False) -> ServeConfig:
     config = load_serve_config(config_path or DEFAULT_SERVE_CONFIG_PATH)
     updates: dict = {}
+    if insecure:
+        updates["gateway"] = {**config.gateway.model_dump(), "insecure": True}
     if bundle is not None:
         updates["bundle"] = str(bundle.expanduser().resolve())
     elif not config.bundle and DEFAULT_BUNDLE.is_dir():
@@ -111,10 +116,16 @@ def serve(
     export_config: Path = typer.Option(None, "--export-config", help="Write a `serve deploy` config here and exit."),
     detach: bool = typer.Option(False, "--detach", help="Return after deploying; the app keeps running."),
     num_cpus: int = typer.Option(None, "--num-cpus", help="Logical CPUs of a local Ray (default: max(cores, 4))."),
+    insecure: bool = typer.Option(False, "--insecure",
+                                  help="Serve beyond loopback without API keys (refused otherwise)."),
 ) -> None:
-    """Deploy the Serve application (gateway, scheduler, replica pools) and print how to call it."""
+    """Deploy the Serve application (gateway, scheduler, replica pools) and print how to call it.
+
+    API keys come from MTC_API_KEYS in this shell, serve.yaml's gateway.api_keys_file, or
+    gateway.settings.api_keys, and reach the gateway as SHA-256 digests (cluster/http/keys.py)."""
     try:
-        cfg = _config(bundle, config, port)
+        cfg = _config(bundle, config, port, insecure)
+        require_api_keys(cfg, sealed_api_keys(cfg))
         if export_config is not None:
             path = write_serve_config(cfg, export_config)
             console.print(f"wrote {path}; deploy it on a running cluster with: serve deploy {path}")

@@ -124,6 +124,11 @@ class GatewayConfig(_Strict):
     )
     # Passed through to the gateway's own settings model (API keys, size limits, ...).
     settings: dict[str, Any] = Field(default_factory=dict)
+    # A file of API keys (one `KEY` or `KEY:CLASS` per line), read where the application is built:
+    # on a cluster the gateway's own environment is the raylet's, not the operator's.
+    api_keys_file: str | None = None
+    # Serve beyond loopback without any API key only when this says so (`mtc serve --insecure`).
+    insecure: bool = False
     # Serve's access log line per request. Off by default: formatting and writing it took about 6 %
     # of the gateway's and 2 % of the scheduler's CPU under overload (py-spy), and every request
     # is counted anyway (/v1/stats, the mtc_* metrics).
@@ -214,8 +219,41 @@ def load_serve_config(path: str | Path | None = None) -> ServeConfig:
     return parse_serve_config(data)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def sealed_api_keys(config: ServeConfig) -> tuple[str, ...]:
+    """Every API key this process knows for the app (serve.yaml, `MTC_API_KEYS`, the key file), as
+    digests: what the gateway gets, what an exported config holds (cluster/http/keys.py)."""
+    from cluster.http.keys import deploy_digests  # noqa: PLC0415
+
+    try:
+        return deploy_digests(config.gateway.settings.get("api_keys") or (), config.gateway.api_keys_file)
+    except ValueError as err:
+        raise ServeConfigError(str(err)) from None
+
+
+def require_api_keys(config: ServeConfig, digests: tuple[str, ...]) -> None:
+    """Refuse to serve beyond loopback with no API key, unless the operator said so."""
+    if digests or config.gateway.insecure or config.http.host in LOOPBACK_HOSTS:
+        return
+    raise ServeConfigError(
+        f"http.host is {config.http.host!r} (reachable from other machines) and no API key is set: set "
+        "MTC_API_KEYS in the environment of `mtc serve`, or name a key file in gateway.api_keys_file; "
+        "to serve without keys on purpose, pass --insecure (serve.yaml: gateway.insecure: true)")
+
+
 def export_serve_config(config: ServeConfig) -> dict[str, Any]:
-    """A Serve config (`serve deploy FILE`) for this application, deployment options spelled out."""
+    """A Serve config (`serve deploy FILE`) for this application, deployment options spelled out.
+    API keys are written as digests only (and the key file is read now, not on the cluster)."""
+    digests = sealed_api_keys(config)
+    require_api_keys(config, digests)
+    args = config.model_dump(mode="json")
+    args["gateway"]["api_keys_file"] = None
+    settings = args["gateway"]["settings"]
+    settings.pop("api_keys", None)
+    if digests:
+        settings["api_keys"] = list(digests)
     deployments = [
         {"name": ENCODER_DEPLOYMENT, **config.encoder.deployment_options()},
         {"name": SCHEDULER_DEPLOYMENT, **config.scheduler.deployment_options()},
@@ -231,7 +269,7 @@ def export_serve_config(config: ServeConfig) -> dict[str, Any]:
                 "name": config.app_name,
                 "route_prefix": config.route_prefix,
                 "import_path": APP_IMPORT_PATH,
-                "args": config.model_dump(mode="json"),
+                "args": args,
                 "deployments": deployments,
             }
         ],

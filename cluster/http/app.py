@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from cluster.backend import Backend
 from cluster.http.edge import Edge
 from cluster.http.front_door import FrontDoor, peek_priority
+from cluster.http.keys import digest_of
 from cluster.http.errors import ApiError, error_response, install_error_handlers, retry_after_header
 from cluster.http.openai_api import make_openai_router
 from cluster.http.schemas import (
@@ -80,7 +81,7 @@ class EdgeGuard:
         scheme, _, token = header.partition(b" ")
         if scheme.lower() != b"bearer" or not token:
             return False, None
-        token = token.strip()
+        token = digest_of(token.strip()).encode()  # the settings hold digests (cluster/http/keys.py)
         matches = [rank for key, rank in self.keys if hmac.compare_digest(token, key)]
         return (True, matches[0]) if matches else (False, None)
 

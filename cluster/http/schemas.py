@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cluster.http.keys import as_digest, env_entries, split_entry
 from scheduler.config import ENCODER_POOL
 from scheduler.front_door import EdgeLimits
 
@@ -49,7 +50,8 @@ class GatewaySettings(BaseModel):
     # Empty: no auth; else `Authorization: Bearer <key>` is required. Defaults to the
     # comma-separated `MTC_API_KEYS` environment variable: keys belong in the environment or a
     # secret store, not in a YAML file. `KEY:CLASS` binds a key to the most urgent class it may
-    # use (`bulk-key:batch`); a bare key may use any class.
+    # use (`bulk-key:batch`); a bare key may use any class. Entries may also be digests
+    # (`sha256:<hex>[:CLASS]`), which is what the Serve app passes (cluster/http/keys.py).
     api_keys: tuple[str, ...] = Field(default_factory=lambda: _env_api_keys())
     max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     max_text_chars: Annotated[int, Field(gt=0)] = 20_000
@@ -74,18 +76,19 @@ class GatewaySettings(BaseModel):
     @model_validator(mode="after")
     def _key_classes_known(self) -> "GatewaySettings":
         for entry in self.api_keys:
-            _, sep, cls = entry.rpartition(":")
-            if sep and cls not in self.priority_classes:
+            _, cls = split_entry(entry)
+            if cls is not None and cls not in self.priority_classes:
                 raise ValueError(f"api_keys: an entry is bound to unknown priority class '{cls}'; after "
                                  f"the ':' name one of {list(self.priority_classes)}")
         return self
 
     def key_classes(self) -> dict[str, str | None]:
-        """Each API key and the most urgent class it may use (None: any)."""
+        """Each key's SHA-256 digest (`sha256:<hex>`; cluster/http/keys.py) and the most urgent class
+        it may use (None: any). Entries may be keys or digests."""
         out: dict[str, str | None] = {}
         for entry in self.api_keys:
-            key, sep, cls = entry.rpartition(":")
-            out[key if sep else entry] = cls if sep else None
+            key, cls = split_entry(as_digest(entry))
+            out[key] = cls
         return out
 
     @model_validator(mode="after")
@@ -105,8 +108,7 @@ class GatewaySettings(BaseModel):
 
 
 def _env_api_keys() -> tuple[str, ...]:
-    env = os.environ.get("MTC_API_KEYS", "")
-    return tuple(k.strip() for k in env.split(",") if k.strip())
+    return tuple(env_entries())
 
 
 # ---------------------------------------------------------------- native API bodies

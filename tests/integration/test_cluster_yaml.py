@@ -77,3 +77,11 @@ def test_dashboard_stays_on_loopback_and_only_http_is_opened(cluster_config):
     assert ports == {(8000, 8000)}, ports
     serve_cfg = load_serve_config(ROOT / "cluster" / "serve_gpu.yaml")
     assert serve_cfg.http.port == 8000
+
+
+def test_the_head_serves_with_the_operators_key_file(cluster_config):
+    """Issue 10, finding 1: on a cluster the gateway never saw the operator's MTC_API_KEYS."""
+    config = load_serve_config(ROOT / "cluster" / "serve_gpu.yaml")
+    assert config.http.host == "0.0.0.0" and not config.gateway.insecure
+    assert config.gateway.api_keys_file == "~/mtc_api_keys"
+    assert "~/mtc_api_keys" in cluster_config["file_mounts"]
