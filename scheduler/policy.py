@@ -168,15 +168,14 @@ def _over_quantum(latency: LatencyFn, n: int, longest: int, quantum_s: float) ->
 def quantum_for(tightest_deadline_s: float, pool: PoolConfig, share: float = 0.25) -> float:
     """How much longer than a batch of one a batch carrying lower-class work may be predicted to run.
 
-    An interactive request that arrives just as such a batch starts waits for it, with
-    `inflight_per_replica` slots also for the ones queued at the replica behind it, and its own
-    batch may carry lower-class riders: what the size of those `inflight_per_replica + 1` batches
-    adds may take `share` of the tightest class's deadline together, so the rest is left for its
-    own queueing and service. `pool.quantum_s` overrides the derived value.
+    An interactive request that arrives just as such a batch starts waits for it, and with
+    `inflight_per_replica` slots also for the ones queued at the replica behind it: what their size
+    adds may take `share` of the tightest class's deadline together, so the rest is left for its own
+    queueing and service. `pool.quantum_s` overrides the derived value.
     """
     if pool.quantum_s is not None:
         return pool.quantum_s
-    return share * tightest_deadline_s / (pool.inflight_per_replica + 1)
+    return share * tightest_deadline_s / pool.inflight_per_replica
 
 
 def plan_batch(snapshot: Snapshot, pool: PoolConfig, latency: LatencyFn, busy: bool = False,
