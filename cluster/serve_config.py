@@ -88,9 +88,10 @@ class PoolConfig(_Strict):
     # runs (keeps the model busy across the scheduler->replica hop) and lets the load metric
     # exceed 1.0 under backlog.
     max_ongoing_requests: int = Field(2, ge=1)
-    # OS priority (nice, 0-19) of the replica's threads: the model yields the CPU to the front
-    # door where they share a node (cluster/replicas/core.py: lower_cpu_priority); 0 turns it off.
-    nice: int = Field(10, ge=0, le=19)
+    # OS priority (nice, 0-19) of the thread that runs the model: it yields the CPU to the front
+    # door where they share a node (cluster/replicas/core.py: lower_cpu_priority). 0 (off) by
+    # default: not shown to help reliably on 2 cores (see lower_cpu_priority).
+    nice: int = Field(0, ge=0, le=19)
     access_log: bool = False  # Serve's line per batch call (see GatewayConfig.access_log)
     autoscaling: Autoscaling = Autoscaling()
 

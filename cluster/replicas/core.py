@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ class ReplicaCore:
     def __init__(self, stall_limit_s: float, what: str = "batch", nice: int = 0):
         # A call running longer than `stall_limit_s` means the model is wedged; `check_health`
         # then fails and Serve restarts the replica. `what` names the call in that error.
-        # `nice`: the OS priority of this process's threads (see `lower_cpu_priority`).
+        # `nice`: the OS priority of the thread that runs the model (see `lower_cpu_priority`).
         self.stall_limit_s = stall_limit_s
         self.what = what
         self.nice = nice
@@ -51,8 +52,6 @@ class ReplicaCore:
     async def on_model(self) -> AsyncIterator[None]:
         """Exclusive use of the model; an exception inside counts as a model error."""
         async with self._lock:
-            # On every call: torch's and asyncio's worker threads appear lazily, after __init__.
-            lower_cpu_priority(self.nice)
             self._running_since = time.monotonic()
             try:
                 yield
@@ -64,9 +63,19 @@ class ReplicaCore:
                 self._running_since = None
 
     async def run_on_model(self, fn: Any, *args: Any) -> Any:
-        """`fn(*args)` in a worker thread, alone on the model."""
+        """`fn(*args)` in a worker thread, alone on the model (that thread niced, see `nice`)."""
         async with self.on_model():
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(self.niced(fn), *args)
+
+    def niced(self, fn: Any) -> Any:
+        """`fn`, run with the calling (worker) thread's nice value raised to `self.nice` first."""
+        if self.nice <= 0:
+            return fn
+
+        def run(*args: Any) -> Any:
+            lower_cpu_priority(self.nice)
+            return fn(*args)
+        return run
 
     def check_health(self) -> None:
         if self._running_since is not None and time.monotonic() - self._running_since > self.stall_limit_s:
@@ -76,34 +85,29 @@ class ReplicaCore:
         return {LOAD_METRIC: self.load.read_and_reset()}
 
 
-def lower_cpu_priority(nice: int) -> int:
-    """Raise the nice value of every thread of this process to at least `nice`; returns how many
-    threads it changed (Linux; elsewhere a no-op).
+def lower_cpu_priority(nice: int) -> bool:
+    """Raise the calling thread's nice value to at least `nice` (Linux keeps one per thread; threads
+    it starts later, such as torch's intra-op pool on its first parallel region, inherit it).
+    Returns whether it changed anything.
 
     Why: where model replicas share a node's cores with the front door (HAProxy or Serve's proxy,
-    the gateway, the scheduler), the OS shares CPU time fairly, so under overload the model's
-    threads take the cores from the cheap, latency-critical work of admitting, refusing and
-    answering requests, and an interactive request waits in an event loop's backlog behind CPU
-    that batch-class inference is using. A niced model takes every idle cycle but yields the core
-    the moment the front door has work: priority holds on the CPU too. Measured with `mtc bench
-    overload` (bench/reports/overload.md). Linux keeps a nice value per thread, and threads inherit
-    it from the thread that starts them, hence every thread, on every call.
+    the gateway, the scheduler), the OS shares CPU time fairly, so under overload inference takes
+    cores from the cheap, latency-critical work of admitting, refusing and answering requests. A
+    niced model thread takes every idle cycle but yields the moment the front door has work. Only
+    the threads that run the model: renicing the whole replica process (its event loop and Ray's
+    own threads too) starved its hops under 2x overload, a batch's round trip grew to 0.3 s, and
+    throughput collapsed (`mtc bench overload`, issue 9). Off by default (serve.yaml `nice: 0`).
     """
     if nice <= 0 or not hasattr(os, "setpriority"):
-        return 0
+        return False
+    tid = threading.get_native_id()
     try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
+        if os.getpriority(os.PRIO_PROCESS, tid) >= nice:
+            return False
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError:
-        return 0
-    changed = 0
-    for tid in tids:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
-                changed += 1
-        except OSError:  # the thread ended meanwhile
-            continue
-    return changed
+        return False
+    return True
 
 
 class ReplicaMethods:

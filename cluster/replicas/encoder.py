@@ -9,9 +9,9 @@ batch the scheduler sent early waits there, which is what the `load` autoscaling
 Placement comes from `ray_actor_options` (see serve_config.PoolConfig): with `num_gpus > 0` the
 model moves to CUDA in half precision; if the GPU is only logical (a test cluster declaring
 `num_gpus=1` on a CPU box) `torch.cuda.is_available()` is false and the replica says so in its log
-and runs on CPU. Without GPUs, torch's intra-op threads are set from the replica's `num_cpus`, and
-the replica's threads run niced (serve.yaml `encoder.nice`) so that the front door sharing the node
-keeps its CPU under overload (core.lower_cpu_priority).
+and runs on CPU. Without GPUs, torch's intra-op threads are set from the replica's `num_cpus`; with
+serve.yaml `encoder.nice` the thread that runs the model is niced, so that a front door sharing the
+node keeps its CPU under overload (core.lower_cpu_priority; off by default).
 """
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ class GeneratorCore(ReplicaCore):
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
         async with self.held(), self.on_model():  # a decode error raised here counts in `errors`
-            worker = asyncio.create_task(asyncio.to_thread(produce))
+            worker = asyncio.create_task(asyncio.to_thread(self.niced(produce)))
             try:
                 while (item := await queue.get()) is not _END:
                     if isinstance(item, BaseException):
