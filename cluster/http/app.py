@@ -48,6 +48,13 @@ OPEN_PATHS = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready", "/doc
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+def _route_path(scope: dict) -> str:
+    """The path the app's routes see: without the application's route prefix (`root_path`), which
+    ASGI servers keep in `path`. Under `route_prefix: /keyed`, `/keyed/healthz` is `/healthz`."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
+
+
 class EdgeGuard:
     """Pure ASGI middleware, outermost: the caller's clock, API keys, body-size limit, the front
     door's per-class lanes (cluster/http/front_door.py), and a last-resort catch-all.
@@ -75,7 +82,7 @@ class EdgeGuard:
 
     def _authorized(self, scope: dict) -> tuple[bool, int | None]:
         """(whether the caller may come in, the rank of the most urgent class its key may use)."""
-        if not self.keys or scope.get("path", "") in OPEN_PATHS:
+        if not self.keys or _route_path(scope) in OPEN_PATHS:
             return True, None
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")
@@ -134,9 +141,10 @@ class EdgeGuard:
             body = b"".join(chunks)
             receive = _replay(body, receive)
             door = self.front_door
-            if door.gated(scope.get("path", "")):
+            path = _route_path(scope)
+            if door.gated(path):
                 s = self.settings
-                claimed = peek_priority(scope["path"], body, s.priority_classes, None)
+                claimed = peek_priority(path, body, s.priority_classes, None)
                 arrival.priority = claimed or s.default_priority
                 forbidden = self._above_key(claimed, key_rank)
                 if forbidden:
