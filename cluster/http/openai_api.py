@@ -37,6 +37,7 @@ from cluster.backend import GenerationUnavailable
 from cluster.http.front_door import received_at_s
 from cluster.http.errors import ApiError, outcome_error
 from cluster.http.openai_schemas import (
+    MAX_PROMPTS,
     ChatCompletion,
     ChatCompletionRequest,
     CompletionRequest,
@@ -190,7 +191,14 @@ def make_openai_router(
         return _result_of(answer)
 
     async def run_all(payloads: list[dict], task: str, priority: str, deadline_ms: float | None) -> list[dict]:
-        return list(await asyncio.gather(*(run(p, task, priority, deadline_ms) for p in payloads)))
+        """Every prompt of one request; once one fails, the others are cancelled (their answer
+        could no longer be used) and the first failure is the request's answer."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(run(p, task, priority, deadline_ms)) for p in payloads]
+        except* Exception as failed:  # the first failure, as it was raised (OpenAIError, ApiError)
+            raise failed.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     @router.get("/v1/models", response_model=ModelList, summary="Generative models and task aliases")
     async def list_models() -> dict:
@@ -220,6 +228,9 @@ def make_openai_router(
         alias = resolve_model(body.model)
         priority, max_tokens = check(body)
         prompts = body.prompts()
+        if len(prompts) > MAX_PROMPTS:
+            raise OpenAIError(413, f"{len(prompts)} prompts in one request; at most {MAX_PROMPTS}: split it",
+                              "prompt")
         if body.stream and len(prompts) != 1:
             raise OpenAIError(400, "streaming takes one prompt; send a string, not a list", "prompt")
         task = alias or "completion"

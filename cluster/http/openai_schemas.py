@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cluster.http.schemas import MAX_DEADLINE_MS
 
 MAX_STOP_SEQUENCES = 4
+# Prompts in one /v1/completions request: each is a generation, so a list is bounded (413 above it).
+MAX_PROMPTS = 16
 
 
 class TextPart(BaseModel):

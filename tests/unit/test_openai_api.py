@@ -234,3 +234,36 @@ def test_stream_errors_before_the_first_token_keep_their_status(client, backend)
     assert_openai_error(chat(client, stream=True), 503, "no generator pool")
     r = client.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b"], "stream": True})
     assert_openai_error(r, 400, "one prompt")
+
+
+# Issue 10, finding 8: any number of prompts became that many scheduler calls, and the siblings of a
+# failed prompt kept running.
+def test_a_completion_with_too_many_prompts_is_413_before_any_work(client, backend):
+    r = client.post("/v1/completions", json={"model": MODEL, "prompt": ["p"] * 17})
+    assert r.status_code == 413 and "17 prompts" in r.json()["error"]["message"]
+    assert not backend.jobs
+    assert client.post("/v1/completions", json={"model": MODEL, "prompt": ["p"] * 16}).status_code == 200
+
+
+def test_when_one_prompt_fails_its_siblings_are_cancelled():
+    import asyncio
+
+    cancelled = []
+
+    async def submit(job):
+        if job.payload["prompt"] == "bad":
+            await asyncio.sleep(0.01)
+            return Outcome(Status.REFUSED, error="queue full", retry_after_s=1.0)
+        try:
+            await asyncio.sleep(30)  # a long generation
+        except asyncio.CancelledError:
+            cancelled.append(job.payload["prompt"])
+            raise
+        return Outcome(Status.DONE, result={"text": "x", "prompt_tokens": 1, "completion_tokens": 1,
+                                            "finish_reason": "stop"})
+
+    app = FastAPI()
+    app.include_router(make_openai_router(submit, None, MODEL, ["chat"]))
+    r = TestClient(app).post("/v1/completions", json={"model": MODEL, "prompt": ["a", "bad", "c"]})
+    assert r.status_code == 429
+    assert sorted(cancelled) == ["a", "c"]
