@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cluster.http.schemas import MAX_DEADLINE_MS
 
 MAX_STOP_SEQUENCES = 4
+MIN_TEMPERATURE = 0.01  # below it (and above 0), sampling overflows; 0 means greedy
 # Prompts in one /v1/completions request: each is a generation, so a list is bounded (413 above it).
 MAX_PROMPTS = 16
 
@@ -48,19 +49,29 @@ class _Common(BaseModel):
 
     model: str = Field(..., min_length=1, max_length=256)
     max_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None  # 0 or >= MIN_TEMPERATURE
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
-    seed: int | None = None
+    # torch's generator takes 64-bit seeds, and the rows of a batch use seed + row
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
     user: str | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     # Extensions: the scheduler class and a deadline for this request.
     priority: str | None = Field(None, min_length=1, max_length=64)
     deadline_ms: Annotated[float, Field(gt=0, le=MAX_DEADLINE_MS)] | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v: float | None) -> float | None:
+        # logits / 1e-40 overflow to inf and the softmax to NaN: one such row failed its whole batch
+        if v is not None and 0 < v < MIN_TEMPERATURE:
+            raise ValueError(f"temperature {v} is too small to sample with; use 0 for greedy decoding "
+                             f"or at least {MIN_TEMPERATURE}")
+        return v
 
     @field_validator("stop")
     @classmethod

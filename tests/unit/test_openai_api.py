@@ -137,6 +137,10 @@ def test_models_list_names_the_model_and_aliases(client):
     ({"stop": ["a", "b", "c", "d", "e"]}, 422, "at most 4", "stop"),
     ({"logprobs": True}, 400, "logprobs", "logprobs"),
     ({"deadline_ms": -5}, 422, "deadline_ms", "deadline_ms"),
+    # issue 10, finding 9: poison rows that passed validation and failed a whole static batch
+    ({"temperature": 1e-40}, 422, "0 for greedy", "temperature"),
+    ({"temperature": 0.7, "seed": 2**64}, 422, "seed", "seed"),
+    ({"seed": -1}, 422, "seed", "seed"),
 ])
 def test_bad_chat_requests_get_openai_errors(client, backend, body, status, fragment, param):
     assert_openai_error(chat(client, **body), status, fragment, param)
