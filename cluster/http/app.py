@@ -24,9 +24,9 @@ from fastapi.responses import JSONResponse
 
 from cluster.backend import Backend
 from cluster.http.edge import Edge
+from cluster.http.errors import ApiError, error_response, install_error_handlers, retry_after_header
 from cluster.http.front_door import FrontDoor, peek_priority
 from cluster.http.keys import digest_of
-from cluster.http.errors import ApiError, error_response, install_error_handlers, retry_after_header
 from cluster.http.openai_api import make_openai_router
 from cluster.http.schemas import (
     ERROR_RESPONSES,
