@@ -25,8 +25,7 @@ from cluster.serve_config import (
     ServeConfig,
     ServeConfigError,
     load_serve_config,
-    require_api_keys,
-    sealed_api_keys,
+    seal_api_keys,
     write_serve_config,
 )
 
@@ -124,8 +123,7 @@ def serve(
     API keys come from MTC_API_KEYS in this shell, serve.yaml's gateway.api_keys_file, or
     gateway.settings.api_keys, and reach the gateway as SHA-256 digests (cluster/http/keys.py)."""
     try:
-        cfg = _config(bundle, config, port, insecure)
-        require_api_keys(cfg, sealed_api_keys(cfg))
+        cfg = seal_api_keys(_config(bundle, config, port, insecure))  # reads the key file once
         if export_config is not None:
             path = write_serve_config(cfg, export_config)
             console.print(f"wrote {path}; deploy it on a running cluster with: serve deploy {path}")

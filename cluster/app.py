@@ -30,8 +30,7 @@ from cluster.serve_config import (
     ServeConfig,
     ServeConfigError,
     parse_serve_config,
-    require_api_keys,
-    sealed_api_keys,
+    seal_api_keys,
 )
 from scheduler.config import ENCODER_POOL, GENERATOR_POOL, load_scheduler_config
 
@@ -119,12 +118,7 @@ def _gateway_settings(config: ServeConfig) -> dict:
     scheduler knows (most urgent first) and whether the OpenAI routes have a generator behind them."""
     scheduler_config = load_scheduler_config(config.scheduler.config)
     classes = [c.name for c in scheduler_config.classes]
-    settings = {"priority_classes": classes, **config.gateway.settings}
-    digests = sealed_api_keys(config)
-    require_api_keys(config, digests)
-    settings.pop("api_keys", None)
-    if digests:  # else the gateway replica's own MTC_API_KEYS, if any (a local run)
-        settings["api_keys"] = list(digests)
+    settings = {"priority_classes": classes, **seal_api_keys(config).gateway.settings}
     if "default_priority" not in settings and "standard" not in settings["priority_classes"]:
         settings["default_priority"] = settings["priority_classes"][0]
     if config.generator.enabled:

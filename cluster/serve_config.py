@@ -223,38 +223,33 @@ def load_serve_config(path: str | Path | None = None) -> ServeConfig:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def sealed_api_keys(config: ServeConfig) -> tuple[str, ...]:
-    """Every API key this process knows for the app (serve.yaml, `MTC_API_KEYS`, the key file), as
-    digests: what the gateway gets, what an exported config holds (cluster/http/keys.py)."""
+def seal_api_keys(config: ServeConfig) -> ServeConfig:
+    """The config with every API key this process knows for the app (serve.yaml, `MTC_API_KEYS`,
+    the key file, read now) as digests in `gateway.settings.api_keys` and no key file left: what
+    the gateway gets and what an exported config holds (cluster/http/keys.py). Idempotent.
+    Refuses (ServeConfigError) to serve beyond loopback with no key, unless the operator said so."""
     from cluster.http.keys import deploy_digests  # noqa: PLC0415
 
+    gateway = config.gateway
     try:
-        return deploy_digests(config.gateway.settings.get("api_keys") or (), config.gateway.api_keys_file)
+        digests = deploy_digests(gateway.settings.get("api_keys") or (), gateway.api_keys_file)
     except ValueError as err:
         raise ServeConfigError(str(err)) from None
-
-
-def require_api_keys(config: ServeConfig, digests: tuple[str, ...]) -> None:
-    """Refuse to serve beyond loopback with no API key, unless the operator said so."""
-    if digests or config.gateway.insecure or config.http.host in LOOPBACK_HOSTS:
-        return
-    raise ServeConfigError(
-        f"http.host is {config.http.host!r} (reachable from other machines) and no API key is set: set "
-        "MTC_API_KEYS in the environment of `mtc serve`, or name a key file in gateway.api_keys_file; "
-        "to serve without keys on purpose, pass --insecure (serve.yaml: gateway.insecure: true)")
+    if not (digests or gateway.insecure or config.http.host in LOOPBACK_HOSTS):
+        raise ServeConfigError(
+            f"http.host is {config.http.host!r} (reachable from other machines) and no API key is set: set "
+            "MTC_API_KEYS in the environment of `mtc serve`, or name a key file in gateway.api_keys_file; "
+            "to serve without keys on purpose, pass --insecure (serve.yaml: gateway.insecure: true)")
+    settings = {k: v for k, v in gateway.settings.items() if k != "api_keys"}
+    if digests:  # else the gateway replica's own MTC_API_KEYS, if any (a local run)
+        settings["api_keys"] = list(digests)
+    return config.with_overrides(gateway={**gateway.model_dump(), "settings": settings, "api_keys_file": None})
 
 
 def export_serve_config(config: ServeConfig) -> dict[str, Any]:
     """A Serve config (`serve deploy FILE`) for this application, deployment options spelled out.
     API keys are written as digests only (and the key file is read now, not on the cluster)."""
-    digests = sealed_api_keys(config)
-    require_api_keys(config, digests)
-    args = config.model_dump(mode="json")
-    args["gateway"]["api_keys_file"] = None
-    settings = args["gateway"]["settings"]
-    settings.pop("api_keys", None)
-    if digests:
-        settings["api_keys"] = list(digests)
+    config = seal_api_keys(config)
     deployments = [
         {"name": ENCODER_DEPLOYMENT, **config.encoder.deployment_options()},
         {"name": SCHEDULER_DEPLOYMENT, **config.scheduler.deployment_options()},
@@ -270,7 +265,7 @@ def export_serve_config(config: ServeConfig) -> dict[str, Any]:
                 "name": config.app_name,
                 "route_prefix": config.route_prefix,
                 "import_path": APP_IMPORT_PATH,
-                "args": args,
+                "args": config.model_dump(mode="json"),
                 "deployments": deployments,
             }
         ],

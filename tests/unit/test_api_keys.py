@@ -12,7 +12,7 @@ from test_gateway_support import ScriptedBackend, client_for, random_bundle_path
 
 from cluster.app import _gateway_settings
 from cluster.http.keys import as_digest, digest_of, file_entries, split_entry
-from cluster.serve_config import ServeConfigError, export_serve_config, parse_serve_config, require_api_keys
+from cluster.serve_config import ServeConfigError, export_serve_config, parse_serve_config, seal_api_keys
 
 
 def _config(**gateway):
@@ -72,9 +72,10 @@ def test_the_gateway_checks_bearer_tokens_against_digests(random_bundle_path):
     ("10.0.0.5", (), False, False),
 ])
 def test_serving_beyond_loopback_without_keys_needs_insecure(host, keys, insecure, ok):
-    config = parse_serve_config({"http": {"host": host}, "gateway": {"insecure": insecure}})
+    config = parse_serve_config({"http": {"host": host},
+                                 "gateway": {"insecure": insecure, "settings": {"api_keys": list(keys)}}})
     if ok:
-        require_api_keys(config, keys)
+        seal_api_keys(config)
     else:
         with pytest.raises(ServeConfigError, match="--insecure"):
-            require_api_keys(config, keys)
+            seal_api_keys(config)
