@@ -52,16 +52,19 @@ def _config(bundle: Path | None, config_path: Path | None, port: int | None,
 def base_url(config: ServeConfig) -> str:
     host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
     prefix = config.route_prefix.rstrip("/")
-    return f"http://{host}:{config.http.port}{prefix}"
+    return f"{config.http.scheme}://{host}:{config.http.port}{prefix}"
 
 
 def sample_request(url: str, tasks: list[str]) -> dict:
     return {"texts": SAMPLE_TEXT, "tasks": tasks, "priority": "interactive", "deadline_ms": 5000}
 
 
-def sample_curl(url: str, tasks: list[str]) -> str:
+def sample_curl(url: str, tasks: list[str], cacert: str | None = None) -> str:
+    """`cacert`: the served certificate, so the sample also works when it is self-signed."""
     body = json.dumps(sample_request(url, tasks))
-    return f"curl -s -X POST {url}/v1/predict -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    trust = f" --cacert {shlex.quote(cacert)}" if cacert else ""
+    return (f"curl -s{trust} -X POST {url}/v1/predict -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(body)}")
 
 
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
@@ -95,7 +98,7 @@ def deploy(config: ServeConfig) -> str:
 
     from cluster.app import build_application  # noqa: PLC0415
 
-    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.start(http_options=config.http.serve_http_options())
     serve.run(build_application(config), name=config.app_name, route_prefix=config.route_prefix)
     return base_url(config)
 
@@ -144,7 +147,7 @@ def serve(
     console.print(f"deploying {cfg.app_name} (bundle {cfg.bundle}) ...")
     url = deploy(cfg)
     console.print(f"[green]serving[/green] at {url}  (docs: {url}/docs)")
-    console.print("sample request:\n  " + sample_curl(url, tasks))
+    console.print("sample request:\n  " + sample_curl(url, tasks, cfg.http.ssl_certfile))
     if detach:
         console.print("detached; `mtc status` shows it, `ray stop` (local) tears it down.")
         return

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.replicas.autoscaling import POLICY_IMPORT_PATH
 
@@ -170,6 +170,70 @@ class HttpConfig(_Strict):
     # Serve then binds the gateway replicas' own HTTP ports (30000+) on every interface, and
     # because on a cluster the variable must be in the environment Ray itself was started with.
     ingress: Literal["proxy", "haproxy"] = "proxy"
+    # HTTPS at Serve's proxy (uvicorn): a PEM certificate (chain) and its key, both or neither.
+    # Made absolute where the config is read: the proxy actor's working directory is not the
+    # operator's. On a cluster every node's proxy reads the same path.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # For an encrypted key. Serve keeps it in plain text in its config (dashboard, exported file):
+    # an unencrypted key readable only by the Ray user is no weaker.
+    ssl_keyfile_password: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_client_certificates(cls, data: Any) -> Any:
+        # Serve takes ssl_ca_certs but never passes ssl_cert_reqs to uvicorn, whose default
+        # (CERT_NONE) asks no client for a certificate: accepting it would promise mTLS and verify nothing.
+        if isinstance(data, dict) and "ssl_ca_certs" in data:
+            raise ValueError(
+                "ssl_ca_certs is not supported: Ray 2.60's proxy does not ask clients for certificates, "
+                "so it would verify nothing; check client certificates at a load balancer in front")
+        return data
+
+    @field_validator("ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _existing_file(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        resolved = Path(path).expanduser().resolve()
+        if not resolved.is_file():
+            raise ValueError(
+                f"no such file: {str(resolved)!r} (~ and relative paths are resolved where the config is read)")
+        return str(resolved)
+
+    @model_validator(mode="after")
+    def _tls_settings_agree(self):
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            given, missing = ("ssl_certfile", "ssl_keyfile") if self.ssl_certfile else ("ssl_keyfile", "ssl_certfile")
+            raise ValueError(f"http.{given} is set but http.{missing} is not: set both for HTTPS, or neither")
+        if self.ssl_keyfile_password is not None and self.ssl_keyfile is None:
+            raise ValueError("http.ssl_keyfile_password is set without http.ssl_keyfile")
+        if self.tls and self.ingress == "haproxy":
+            # Serve's HAProxy frontend binds plain HTTP and ignores the certificate: it would serve cleartext.
+            raise ValueError(
+                "http.ingress: haproxy cannot serve HTTPS in Ray 2.60 (its frontend ignores "
+                "ssl_certfile/ssl_keyfile): use `ingress: proxy`, or terminate TLS at a load balancer "
+                "in front of HAProxy and drop the ssl_* keys")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def serve_http_options(self) -> dict[str, Any]:
+        """The `http_options` Serve takes, for `serve.start(http_options=...)` and for an exported
+        config alike, so `mtc serve` and `serve deploy` listen the same way."""
+        options: dict[str, Any] = {"host": self.host, "port": self.port}
+        if self.tls:
+            options["ssl_certfile"] = self.ssl_certfile
+            options["ssl_keyfile"] = self.ssl_keyfile
+            if self.ssl_keyfile_password is not None:
+                options["ssl_keyfile_password"] = self.ssl_keyfile_password
+        return options
 
 
 class ServeConfig(_Strict):
@@ -190,11 +254,19 @@ class ServeConfig(_Strict):
         return parse_serve_config(data)
 
 
+def _without_secrets(value: Any) -> Any:
+    # Errors are printed and logged (on a cluster, by Serve): never echo a password back.
+    if isinstance(value, dict):
+        return {k: "***" if "password" in str(k) else _without_secrets(v) for k, v in value.items()}
+    return value
+
+
 def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+        shown = "***" if "password" in key else _without_secrets(e.get("input"))
+        lines.append(f"{key}: {e['msg']} (got {shown!r})")
     return "invalid serve config:\n  " + "\n  ".join(lines)
 
 
@@ -259,7 +331,7 @@ def export_serve_config(config: ServeConfig) -> dict[str, Any]:
         deployments.insert(1, {"name": GENERATOR_DEPLOYMENT, **config.generator.deployment_options()})
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": config.http.host, "port": config.http.port},
+        "http_options": config.http.serve_http_options(),
         "applications": [
             {
                 "name": config.app_name,

@@ -111,3 +111,99 @@ def test_cli_serve_without_bundle_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no bundles/default here
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "no bundle" in result.output
+
+
+@pytest.fixture
+def pem_files(tmp_path):
+    """Two files standing in for a certificate and its key (the config checks they exist, not
+    what they hold; tests/integration/test_tls.py serves a real one)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    return str(cert), str(key)
+
+
+def test_http_options_without_tls_are_host_and_port():
+    config = parse_serve_config({"http": {"host": "0.0.0.0", "port": 8123}})
+    assert config.http.serve_http_options() == {"host": "0.0.0.0", "port": 8123}
+    assert not config.http.tls and config.http.scheme == "http"
+
+
+def test_http_options_with_tls_name_the_files_for_serve_start_and_export(pem_files):
+    cert, key = pem_files
+    config = parse_serve_config({"http": {"port": 8443, "ssl_certfile": cert, "ssl_keyfile": key}})
+    want = {"host": "127.0.0.1", "port": 8443, "ssl_certfile": cert, "ssl_keyfile": key}
+    assert config.http.serve_http_options() == want
+    assert config.http.scheme == "https"
+    exported = export_serve_config(config)
+    assert exported["http_options"] == want
+    schema = ServeDeploySchema.model_validate(exported)  # Ray's own schema takes the TLS keys
+    assert (schema.http_options.ssl_certfile, schema.http_options.ssl_keyfile) == (cert, key)
+    assert parse_serve_config(schema.applications[0].args) == config
+
+
+def test_key_password_is_passed_on(pem_files):
+    cert, key = pem_files
+    config = parse_serve_config({"http": {"ssl_certfile": cert, "ssl_keyfile": key, "ssl_keyfile_password": "pw"}})
+    assert config.http.serve_http_options()["ssl_keyfile_password"] == "pw"
+
+
+def test_tls_paths_are_expanded_and_made_absolute(pem_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = parse_serve_config({"http": {"ssl_certfile": "~/cert.pem", "ssl_keyfile": "~/key.pem"}})
+    assert (config.http.ssl_certfile, config.http.ssl_keyfile) == pem_files
+    monkeypatch.chdir(tmp_path)
+    assert parse_serve_config({"http": {"ssl_certfile": "cert.pem", "ssl_keyfile": "key.pem"}}) == config
+
+
+@pytest.mark.parametrize("given, missing", [("ssl_certfile", "ssl_keyfile"), ("ssl_keyfile", "ssl_certfile")])
+def test_certificate_and_key_go_together(pem_files, given, missing):
+    path = pem_files[0] if given == "ssl_certfile" else pem_files[1]
+    with pytest.raises(ServeConfigError, match=rf"http\.{given} is set but http\.{missing} is not"):
+        parse_serve_config({"http": {given: path}})
+
+
+def test_key_password_needs_a_key():
+    with pytest.raises(ServeConfigError, match=r"ssl_keyfile_password is set without http\.ssl_keyfile"):
+        parse_serve_config({"http": {"ssl_keyfile_password": "pw"}})
+
+
+@pytest.mark.parametrize("key", ["ssl_certfile", "ssl_keyfile"])
+def test_a_missing_tls_file_is_named(pem_files, tmp_path, key):
+    files = dict(zip(("ssl_certfile", "ssl_keyfile"), pem_files, strict=True))
+    files[key] = str(tmp_path / "absent.pem")
+    with pytest.raises(ServeConfigError, match=rf"http\.{key}: .*no such file: '{tmp_path}/absent\.pem'"):
+        parse_serve_config({"http": files})
+
+
+def test_haproxy_ingress_with_tls_is_refused(pem_files):
+    cert, key = pem_files
+    with pytest.raises(ServeConfigError, match=r"haproxy cannot serve HTTPS.*use `ingress: proxy`"):
+        parse_serve_config({"http": {"ingress": "haproxy", "ssl_certfile": cert, "ssl_keyfile": key}})
+
+
+def test_client_certificate_option_is_refused_with_the_reason():
+    with pytest.raises(ServeConfigError, match=r"ssl_ca_certs is not supported.*verify nothing"):
+        parse_serve_config({"http": {"ssl_ca_certs": "/ca.pem"}})
+
+
+def test_cli_prints_an_https_url_and_a_curl_that_trusts_the_certificate(pem_files):
+    from cli.serve_cmds import base_url, sample_curl
+
+    cert, key = pem_files
+    config = parse_serve_config({"http": {"host": "0.0.0.0", "port": 8443, "ssl_certfile": cert,
+                                          "ssl_keyfile": key}})
+    url = base_url(config)
+    assert url == "https://127.0.0.1:8443"
+    assert sample_curl(url, ["topic"], config.http.ssl_certfile).startswith(f"curl -s --cacert {cert} -X POST {url}/")
+    assert sample_curl("http://x", ["topic"]).startswith("curl -s -X POST http://x/")
+
+
+@pytest.mark.parametrize("http", [
+    {"ssl_keyfile_password": "hunter2"},  # a section-level error, which echoes the whole section
+    {"ssl_keyfile_password": ["hunter2"]},  # an error on the password itself
+])
+def test_errors_never_echo_the_key_password(http):
+    with pytest.raises(ServeConfigError, match="ssl_keyfile_password") as err:
+        parse_serve_config({"http": http})
+    assert "hunter2" not in str(err.value)
