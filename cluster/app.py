@@ -77,8 +77,8 @@ class Scheduler:
     async def stats(self) -> dict:
         return self.actor.stats()
 
-    async def ready(self) -> bool:
-        return self.actor.ready()
+    async def ready(self):
+        return await self.actor.ready()
 
     async def replica_counters(self, pool: str = ENCODER_POOL) -> dict:
         """One replica's counters (tests and `mtc status` read these via the Scheduler)."""

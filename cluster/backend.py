@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from scheduler.config import ENCODER_POOL
 from scheduler.front_door import EdgeReport, merge_edge_reports
-from scheduler.request import Job, Outcome, Status
+from scheduler.request import Job, Outcome, Readiness, Status
 
 
 class GenerationUnavailable(RuntimeError):
@@ -41,11 +41,22 @@ class Backend(Protocol):
 
     async def stats(self) -> dict: ...
 
-    async def ready(self) -> bool: ...
+    async def ready(self) -> bool | Readiness:
+        """Whether work can run now; a `Readiness` also says why not (the probes show it)."""
+        ...
 
     async def edge_report(self, report: EdgeReport) -> None:
         """A gateway's cumulative counts of what its callers saw (merged into `stats()["edge"]`)."""
         ...
+
+
+async def backend_readiness(backend: Backend) -> tuple[bool, str]:
+    """(ready, why not) from a backend whose `ready()` gives a bool or a `Readiness`."""
+    try:
+        answer = await backend.ready()
+    except Exception as err:  # noqa: BLE001 - a probe answers "not ready", never 500
+        return False, f"the backend did not answer ({type(err).__name__})"
+    return bool(answer), getattr(answer, "reason", "") or ("" if answer else "the backend is not ready")
 
 
 class InProcessBackend:

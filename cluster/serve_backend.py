@@ -7,12 +7,15 @@ through the scheduler when it offers a `stream` method, else straight to the gen
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, AsyncIterator
 
 from cluster.backend import GenerationUnavailable
+from scheduler.request import Readiness
 
 logger = logging.getLogger("ray.serve")
+READY_TIMEOUT_S = 2.0
 
 
 class ServeBackend:
@@ -39,9 +42,17 @@ class ServeBackend:
     async def stats(self) -> dict:
         return await self.scheduler.stats.remote()
 
-    async def ready(self) -> bool:
+    async def ready(self) -> Readiness:
+        """The scheduler's readiness, or not ready when it does not answer within READY_TIMEOUT_S
+        (restarting, or its node is gone): a probe must answer, not hang with the scheduler."""
         try:
-            return bool(await self.scheduler.ready.remote())
+            answer = await asyncio.wait_for(self._ask_ready(), READY_TIMEOUT_S)
+        except (asyncio.TimeoutError, TimeoutError):
+            return Readiness(False, f"the scheduler did not answer within {READY_TIMEOUT_S:.0f} s (restarting?)")
         except Exception as err:  # noqa: BLE001 - unreachable scheduler means "not ready"
             logger.warning("scheduler not ready: %s", err)
-            return False
+            return Readiness(False, f"the scheduler is unreachable ({type(err).__name__})")
+        return answer if isinstance(answer, Readiness) else Readiness(bool(answer))
+
+    async def _ask_ready(self):
+        return await self.scheduler.ready.remote()

@@ -24,7 +24,7 @@ from scheduler.core import Dispatch, SchedulerCore
 from scheduler.front_door import EdgeReport, merge_edge_reports
 from scheduler.metrics import NullMetrics, RayMetrics
 from scheduler.pools import ReplicaPool, as_pool
-from scheduler.request import Job, Outcome, Request, Status
+from scheduler.request import Job, Outcome, Readiness, Request, Status
 
 MAX_IDLE_S = 0.5
 GAUGE_PERIOD_S = 0.5  # queue-depth and replica gauges at most this often (see _dispatch_pass)
@@ -161,10 +161,20 @@ class SchedulerActor:
             self.metrics.request_finished(r, status, 0.0, now - r.arrival, False)
         return [Outcome(status, None, error, None, 0.0, 0.0, 0) for _ in reqs]
 
-    def ready(self) -> bool:
-        """Ready when the dispatch loop can run work: every configured pool that has been attached
-        has at least one live replica (an unattached pool only refuses its own jobs)."""
-        return bool(self.pools) and all(p.live_replicas() > 0 for p in self.pools.values())
+    async def ready(self) -> Readiness:
+        """Ready when every attached pool has a live replica, counted afresh (a probe must not
+        answer from a count that is seconds old). Not ready names each pool without one and what
+        its pool knows why (Serve: the resources a replica waits for). Jobs for such a pool are
+        held for their deadline meanwhile (admission.hold_without_replicas), not refused."""
+        if not self.pools:
+            return Readiness(False, "no replica pool attached to the scheduler yet")
+        await asyncio.gather(*(p.refresh() for p in self.pools.values() if hasattr(p, "refresh")))
+        missing = []
+        for name, pool in self.pools.items():
+            if pool.live_replicas() <= 0:
+                why = getattr(pool, "status_message", "")
+                missing.append(f"pool {name!r} has no live replica" + (f": {why}" if why else ""))
+        return Readiness(not missing, "; ".join(missing))
 
     def edge_report(self, report: EdgeReport) -> None:
         """A gateway's cumulative edge counts (see front_door.EdgeReport); exported as deltas."""
@@ -221,9 +231,14 @@ class SchedulerActor:
         now = self.clock()
         wake_at = now + MAX_IDLE_S
         for name in self.core.pools:
-            for req in self.core.expire(name, now):
-                self._finish(req.id, Status.EXPIRED, now, error="deadline passed while queued")
             replicas = self.replicas(name)
+            expired = self.core.expire(name, now)
+            if expired:
+                error = "deadline passed while queued" + (
+                    f"; pool {name!r} had no live replica (one is starting, or cannot be placed: "
+                    "GET /healthz says why)" if replicas <= 0 else "")
+                for req in expired:
+                    self._finish(req.id, Status.EXPIRED, now, error=error)
             while True:
                 d, when = self.core.plan(name, now, replicas)
                 if d is None:

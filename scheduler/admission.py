@@ -63,6 +63,20 @@ def predict_wait_s(view: QueueView, pool: PoolConfig, params: LatencyParams) -> 
     return work / (replicas * spare) + residual
 
 
+def hold_without_replicas(view: QueueView, pool: PoolConfig) -> Admission:
+    """No live replica: hold the request for its deadline instead of refusing it.
+
+    A pool without replicas is nearly always between two: a replica was lost and its replacement
+    is starting, or the autoscaler is adding one. Refusing then turns a pause of seconds into
+    errors for every caller; held, the request runs as soon as a replica is up, or expires (504)
+    saying the pool had none. Nothing predicts when one comes, so only the class queue bounds it.
+    """
+    if view.class_queued >= view.class_max_queue:
+        return Admission(False, f"queue full ({view.class_queued} of max_queue {view.class_max_queue}) "
+                                f"while pool {pool.name!r} has no live replica", 1.0, float("inf"))
+    return Admission(True, f"held: no live replica in pool {pool.name!r} yet", None, float("inf"))
+
+
 def _mean_tokens(view: QueueView) -> int:
     return max(1, view.ahead_tokens // view.ahead_requests) if view.ahead_requests else 1
 
@@ -77,7 +91,7 @@ def admit(
 ) -> Admission:
     """Accept, or refuse with a reason and a suggested retry-after (seconds)."""
     if view.replicas <= 0:
-        return Admission(False, f"no live replicas in pool {pool.name!r}", 1.0, float("inf"))
+        return hold_without_replicas(view, pool)
     wait_s = predict_wait_s(view, pool, params)
     own_size = min(pool.max_batch_size, view.ahead_requests % pool.max_batch_size + 1)
     own_s = params.predict(own_size, own_size * max(1, num_tokens))

@@ -105,9 +105,7 @@ class SchedulerCore:
         """
         pool = self.pools[req.pool]
         if not self.config.admission:
-            if replicas <= 0:
-                return Admission(False, f"no live replicas in pool {req.pool!r}", 1.0, float("inf"))
-            return Admission(True, "admission off", None, 0.0)
+            return Admission(True, "admission off", None, 0.0)  # held while no replica is live
         if req.deadline <= now:
             return Admission(False, "cannot meet deadline: no time left", MIN_RETRY_AFTER_S, 0.0)
         q = self.queues[req.pool]

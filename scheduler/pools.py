@@ -93,32 +93,45 @@ class ActorPool(_LeastLoaded):
                     self.load[k] -= 1
 
 
-def serve_replica_count(app_name: str, deployment_name: str) -> int:
-    """RUNNING replicas of one deployment, from the Serve controller."""
+def serve_replica_status(app_name: str, deployment_name: str) -> tuple[int, str]:
+    """RUNNING replicas of one deployment, and the Serve controller's message about it (it names
+    the resources a replica waits for when none can be placed)."""
     from ray import serve
 
     app = serve.status().applications.get(app_name)
-    if app is None or deployment_name not in app.deployments:
-        return 0
-    states = app.deployments[deployment_name].replica_states
-    return int(sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING"))
+    if app is None:
+        return 0, f"application {app_name!r} is not deployed"
+    deployment = app.deployments.get(deployment_name)
+    if deployment is None:
+        return 0, f"deployment {deployment_name!r} is not in application {app_name!r}"
+    running = sum(n for state, n in deployment.replica_states.items()
+                  if str(getattr(state, "value", state)) == "RUNNING")
+    return int(running), deployment.message or ""
 
 
 class ServeHandlePool:
     """A Serve DeploymentHandle. Serve picks the replica; we only size the in-flight window.
 
     `replica_count` (a callable) overrides the controller polling, e.g. for a gateway that already
-    knows the count or for tests.
+    knows the count or for tests; `status` replaces `serve_replica_status` (tests).
     """
 
     # `serve.status()` is costly (the controller rebuilds every app's configs and the caller
     # unpickles them): at 1 s it took a fifth of the scheduler's CPU under load. Autoscaling moves
     # in steps of several seconds, so a 5 s old count only delays using a new replica's window.
-    def __init__(self, handle: Any, replica_count: Callable[[], int] | None = None, poll_s: float = 5.0):
+    # With no live replica, requests are held until one is up (admission.hold_without_replicas),
+    # so the count is asked every ZERO_POLL_S, and at once after a replica is lost under a call.
+    ZERO_POLL_S = 0.5
+    READY_REFRESH_S = 1.0  # readiness probes ask the controller at most this often
+
+    def __init__(self, handle: Any, replica_count: Callable[[], int] | None = None, poll_s: float = 5.0,
+                 status: Callable[[str, str], tuple[int, str]] = serve_replica_status):
         self.handle = handle
         self._count_fn = replica_count
+        self._status_fn = status
         self._poll_s = poll_s
         self._count = 1  # optimistic until the first poll: Serve queues the call if none is up yet
+        self.status_message = ""
         self._polled_at = float("-inf")
         self._polling: asyncio.Task | None = None
 
@@ -126,7 +139,8 @@ class ServeHandlePool:
         if self._count_fn is not None:
             return int(self._count_fn())
         now = time.monotonic()
-        if now - self._polled_at >= self._poll_s and (self._polling is None or self._polling.done()):
+        period = self._poll_s if self._count > 0 else self.ZERO_POLL_S
+        if now - self._polled_at >= period and (self._polling is None or self._polling.done()):
             self._polled_at = now
             try:
                 self._polling = asyncio.get_running_loop().create_task(self._poll())
@@ -134,12 +148,18 @@ class ServeHandlePool:
                 pass
         return self._count
 
+    async def refresh(self) -> None:
+        """A count no older than READY_REFRESH_S (readiness must not answer from a stale one)."""
+        if self._count_fn is None and time.monotonic() - self._polled_at >= self.READY_REFRESH_S:
+            self._polled_at = time.monotonic()
+            await self._poll()
+
     async def _poll(self) -> None:
         try:
-            self._count = await asyncio.to_thread(
-                serve_replica_count, self.handle.app_name, self.handle.deployment_name)
-        except Exception:  # controller briefly unreachable: keep the last known count
-            pass
+            self._count, self.status_message = await asyncio.to_thread(
+                self._status_fn, self.handle.app_name, self.handle.deployment_name)
+        except Exception as err:  # controller briefly unreachable: keep the last known count
+            self.status_message = f"replica count unknown: the Serve controller did not answer ({type(err).__name__})"
 
     async def run_batch(self, payloads: list[Any]) -> list[Any]:
         from ray.exceptions import RayActorError
@@ -147,6 +167,7 @@ class ServeHandlePool:
         try:
             return await self.handle.run_batch.remote(payloads)
         except RayActorError as e:
+            self._polled_at = float("-inf")  # the count may be stale now: ask on the next look
             raise ReplicaLost(f"serve replica lost: {e}") from e
 
 

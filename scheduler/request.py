@@ -127,3 +127,15 @@ class Outcome:
     service_s: float = 0.0
     batch_size: int = 0
     budget_s: float | None = None  # the whole deadline budget applied, from the caller's arrival
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether the scheduler can run work now; if not, `reason` says which pool lacks what (the
+    health probes' body shows it). Truthy when ready, so `if await backend.ready()` reads right."""
+
+    ready: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ready

@@ -22,7 +22,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from cluster.backend import Backend
+from cluster.backend import Backend, backend_readiness
 from cluster.http.edge import Edge
 from cluster.http.errors import ApiError, error_response, install_error_handlers, retry_after_header
 from cluster.http.front_door import FrontDoor, peek_priority
@@ -263,12 +263,11 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
     @app.get("/healthz", response_model=HealthResponse, tags=["native"],
              responses={503: {"model": HealthResponse, "description": "Not ready"}})
     async def healthz() -> JSONResponse:
-        try:
-            ok = bool(await backend.ready())
-        except Exception:
-            ok = False
-        return JSONResponse({"status": "ok" if ok else "not ready", "ready": ok},
-                            status_code=200 if ok else 503)
+        ok, reason = await backend_readiness(backend)
+        body = {"status": "ok" if ok else "not ready", "ready": ok}
+        if not ok:
+            body["reason"] = reason
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     app.include_router(make_v2_router(edge))
     _mount_openai(app, backend, settings, list(bundle.tasks))

@@ -175,6 +175,7 @@ class TasksResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     ready: bool
+    reason: str | None = Field(None, description="When not ready: which pool has no live replica, and why.")
 
 
 class ErrorBody(BaseModel):

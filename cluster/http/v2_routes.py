@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from cluster.backend import backend_readiness
 from cluster.http.edge import Edge
 from cluster.http.errors import ApiError
 from cluster.http.schemas import ERROR_RESPONSES, MAX_DEADLINE_MS
@@ -157,10 +158,7 @@ def make_v2_router(edge: Edge) -> APIRouter:
     settings = edge.settings
 
     async def _ready() -> bool:
-        try:
-            return bool(await edge.backend.ready())
-        except Exception:
-            return False
+        return (await backend_readiness(edge.backend))[0]
 
     def _check_version(version: str | None) -> None:
         if version is not None and version != MODEL_VERSION:

@@ -1,6 +1,8 @@
 """Native JSON routes over the real in-process backend: answers equal `Bundle.predict`, jobs are
 one per text with the contract's payload, priorities and deadlines reach the Job."""
 
+import asyncio
+
 import pytest
 from test_gateway_support import (  # noqa: F401  (fixtures)
     TASKS,
@@ -14,6 +16,7 @@ from test_gateway_support import (  # noqa: F401  (fixtures)
 
 from cluster.replicas.payload import EncoderPayload
 from scheduler.config import ENCODER_POOL
+from scheduler.request import Readiness
 from tests.predictions import assert_same_predictions
 
 
@@ -93,6 +96,32 @@ def test_not_ready_is_503(random_bundle_path):
     assert r.status_code == 503 and r.json()["ready"] is False
     assert c.get("/v2/health/ready").status_code == 503
     assert c.get("/v2/health/live").status_code == 200
+
+
+def test_not_ready_says_why(random_bundle_path):
+    why = "pool 'encoder' has no live replica: Resources required for each replica: {'CPU': 1.0}"
+    c = client_for(random_bundle_path, ScriptedBackend(ready=Readiness(False, why)))
+    r = c.get("/healthz")
+    assert r.status_code == 503 and r.json() == {"status": "not ready", "ready": False, "reason": why}
+    assert c.get("/v2/health/ready").status_code == 503
+    assert c.get("/v2/models/topic/ready").status_code == 503
+
+
+class _HangingReady:
+    def remote(self):
+        return asyncio.sleep(3600)
+
+
+class _HangingScheduler:
+    ready = _HangingReady()
+
+
+def test_a_probe_answers_while_the_scheduler_does_not(monkeypatch):
+    import cluster.serve_backend as sb
+
+    monkeypatch.setattr(sb, "READY_TIMEOUT_S", 0.2)
+    answer = asyncio.run(asyncio.wait_for(sb.ServeBackend(_HangingScheduler()).ready(), 5))
+    assert not answer and "did not answer within" in answer.reason
 
 
 @pytest.mark.parametrize("header,status", [(None, 401), ("Bearer wrong", 401), ("Basic s3cret", 401),

@@ -36,10 +36,6 @@ def test_refuses_when_class_queue_is_full():
     assert not a.accepted and "queue full" in a.reason and a.retry_after_s > 0
 
 
-def test_refuses_without_replicas():
-    assert not admit(100.0, 10, view(replicas=0), POOL, PARAMS).accepted
-
-
 def test_core_admission_counts_only_work_ahead():
     cfg = SchedulerConfig(pools=[PoolConfig(name="encoder", max_batch_size=8,
                                             prior=LatencyPrior(a_s=0.05, b_s=0.01, c_s=0.0))])

@@ -1,0 +1,143 @@
+"""An encoder pool with no live replica, on the real Serve application (issue 10, findings 12-13).
+
+- A pool whose replica cannot be placed is not ready (/healthz 503 says which pool), and its
+  requests are held for their deadline and expire with 504 saying why, instead of a 429.
+- Killing the only encoder replica under steady load loses no request: the batch it held is
+  retried, the rest wait for the replacement, and every request gets exactly one answer, 200.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from cluster.app import build_application
+from cluster.serve_config import ENCODER_DEPLOYMENT, parse_serve_config
+from tests.net import free_port
+
+pytestmark = pytest.mark.ray
+
+SMALL = {
+    "encoder": {"num_cpus": 0.5, "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
+    "scheduler": {"num_cpus": 0.25},
+    "gateway": {"num_cpus": 0.25, "autoscaling": {"policy": "ongoing_requests", "max_replicas": 1}},
+}
+
+
+def _config(bundle, name: str, **encoder):
+    return parse_serve_config({**SMALL, "bundle": str(bundle), "app_name": name,
+                               "encoder": {**SMALL["encoder"], **encoder}})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port = free_port()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _wait_for(fn, timeout_s: float = 120.0, every_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s:.0f} s")
+
+
+def _predict(url: str, deadline_ms: int, timeout_s: float = 60.0) -> httpx.Response:
+    return httpx.post(url + "/v1/predict", json={"texts": "Shares rose in London.", "tasks": ["topic"],
+                                                 "priority": "interactive", "deadline_ms": deadline_ms},
+                      timeout=timeout_s)
+
+
+def test_a_pool_that_cannot_be_placed_is_not_ready_and_holds_requests(cluster, tiny_bundle):
+    # One GPU per encoder replica on a cluster without GPUs: the replica can never start.
+    app = build_application(_config(tiny_bundle, "mtc-unplaceable", num_gpus=1))
+    serve._run(app, name="mtc-unplaceable", route_prefix="/unplaceable", _blocking=False)  # noqa: SLF001
+    url = cluster + "/unplaceable"
+
+    def probe():
+        try:
+            r = httpx.get(url + "/healthz", timeout=10)
+        except httpx.HTTPError:
+            return None
+        return r if r.status_code == 503 and "reason" in r.json() else None
+
+    health = _wait_for(probe)
+    assert "pool 'encoder' has no live replica" in health.json()["reason"]
+    assert httpx.get(url + "/v2/health/ready", timeout=10).status_code == 503
+    started = time.monotonic()
+    r = _predict(url, deadline_ms=1500)
+    waited = time.monotonic() - started
+    assert r.status_code == 504, r.text  # held for its deadline, not refused with 429
+    assert "no live replica" in r.json()["error"] and waited >= 1.0
+    serve.delete("mtc-unplaceable")
+
+
+def _encoder_replica_actor(app_name: str):
+    """The handle of the one live encoder replica of `app_name` (Serve names its replica actors
+    `SERVE_REPLICA::APP#DEPLOYMENT#ID`), or None while there is not exactly one."""
+    prefix = f"SERVE_REPLICA::{app_name}#{ENCODER_DEPLOYMENT}#"
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    if len(names) != 1:
+        return None
+    try:
+        return ray.get_actor(names[0], namespace="serve")
+    except ValueError:  # listed, but died since (the one just killed)
+        return None
+
+
+def test_killing_the_only_encoder_replica_loses_no_request(cluster, tiny_bundle):
+    name = "mtc-chaos"
+    serve.run(build_application(_config(tiny_bundle, name)), name=name, route_prefix="/chaos")
+    url = cluster + "/chaos"
+    assert _predict(url, 10_000).status_code == 200
+    victim = _encoder_replica_actor(name)
+    assert victim is not None
+
+    answers: Counter = Counter()
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def caller():  # closed loop, one request at a time: steady load without overload
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(url + "/v1/predict", json={
+                        "texts": "Shares rose in London.", "tasks": ["topic"], "priority": "interactive",
+                        "deadline_ms": 20_000})
+                    answers[r.status_code] += 1
+                    if r.status_code != 200:
+                        errors.append(r.text[:300])
+                except httpx.HTTPError as err:  # no answer at all: a lost request
+                    answers["no answer"] += 1
+                    errors.append(repr(err))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    before = sum(answers.values())
+    ray.kill(victim, no_restart=True)
+    # Serve starts a replacement; wait until it has served for a while, then stop the load.
+    _wait_for(lambda: _encoder_replica_actor(name) is not None and sum(answers.values()) > before + 20,
+              timeout_s=90)
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=90)
+    print(f"answers while the encoder replica was killed and replaced: {dict(answers)}")
+    assert set(answers) == {200}, (dict(answers), errors[:5])
+    serve.delete(name)
