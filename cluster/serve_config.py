@@ -95,6 +95,15 @@ class PoolConfig(_Strict):
     access_log: bool = False  # Serve's line per batch call (see GatewayConfig.access_log)
     autoscaling: Autoscaling = Autoscaling()
 
+    @model_validator(mode="after")
+    def _never_empty(self):
+        # A model pool's requests wait in the scheduler while it has no replica, where neither
+        # Serve's policy nor ours (replica-reported load) can see them: from zero it never grows.
+        if self.autoscaling.min_replicas == 0:
+            raise ValueError("autoscaling.min_replicas 0: a model pool never scales up from zero (its "
+                             "requests wait in the scheduler, where the autoscaler cannot see them); use 1 or more")
+        return self
+
     def ray_actor_options(self) -> dict[str, Any]:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
 

@@ -26,6 +26,7 @@ def test_default_file_parses():
         ({"encoder": {"num_gpus": -1}}, "encoder.num_gpus"),
         ({"encoder": {"autoscaling": {"min_replicas": 3, "max_replicas": 1}}}, "encoder.autoscaling"),
         ({"encoder": {"autoscaling": {"policy": "magic"}}}, "encoder.autoscaling.policy"),
+        ({"encoder": {"autoscaling": {"min_replicas": 0}}}, "encoder: Value error, autoscaling.min_replicas 0"),
         ({"http": {"port": 0}}, "http.port"),
         ({"encodr": {}}, "encodr"),
     ],
