@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from scheduler.config import SchedulerConfig
+from scheduler.batches import BatchRunner
 from scheduler.core import Dispatch, SchedulerCore
 from scheduler.front_door import EdgeReport, merge_edge_reports
 from scheduler.metrics import NullMetrics, RayMetrics
@@ -52,7 +54,7 @@ def _default_metrics():
     return NullMetrics()
 
 
-class SchedulerActor:
+class SchedulerActor(BatchRunner):
     def __init__(
         self,
         config: SchedulerConfig | dict | None = None,
@@ -72,6 +74,8 @@ class SchedulerActor:
         self._gauges_due = float("-inf")
         self._loop_task: asyncio.Task | None = None
         self._batch_tasks: set[asyncio.Task] = set()
+        self._running: dict[int, Dispatch] = {}  # id -> batch on a replica now (batches.py)
+        self._next_overdue = math.inf
         self.pools: dict[str, ReplicaPool] = {}
         self._edge: dict[str, EdgeReport] = {}  # gateway id -> its latest report
         for name, obj in (pools or {}).items():
@@ -229,7 +233,7 @@ class SchedulerActor:
     def _dispatch_pass(self) -> float:
         """Expire, then start every batch the policy allows; returns when to look again."""
         now = self.clock()
-        wake_at = now + MAX_IDLE_S
+        wake_at = min(now + MAX_IDLE_S, self._expire_overdue(now))
         for name in self.core.pools:
             replicas = self.replicas(name)
             expired = self.core.expire(name, now)
@@ -259,52 +263,6 @@ class SchedulerActor:
             # under load) they took about 3 % of the scheduler's CPU, and Ray exports them every 5 s.
             self._gauges_due = now + GAUGE_PERIOD_S
         return wake_at
-
-    def _start(self, d: Dispatch, now: float) -> None:
-        for r in d.batch:
-            p = self._pending[r.id]
-            p.req, p.dispatched_at, p.batch_size = r, now, len(d.batch)
-        task = asyncio.get_running_loop().create_task(self._run(d))
-        self._batch_tasks.add(task)
-        task.add_done_callback(self._batch_tasks.discard)
-
-    async def _run(self, d: Dispatch) -> None:
-        pool = self.pools.get(d.pool)
-        started = self.clock()
-        try:
-            if pool is None:
-                raise RuntimeError(f"pool {d.pool!r} has no replicas attached")
-            # A hung replica must not strand its requests: give up once every member's deadline has
-            # passed (plus a grace of a few predicted batch times); the retry path then expires them.
-            timeout = max(r.deadline for r in d.batch) - started + max(1.0, 4 * d.predicted_s)
-            results = await asyncio.wait_for(
-                pool.run_batch([self._pending[r.id].payload for r in d.batch]), timeout)
-            if len(results) != len(d.batch):
-                raise RuntimeError(f"replica returned {len(results)} results for {len(d.batch)} payloads")
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any replica failure is retried, bounded
-            now = self.clock()
-            timed_out = now - started if isinstance(e, (asyncio.TimeoutError, TimeoutError)) else None
-            requeued, failed = self.core.fail(d, timed_out, now)
-            for r in requeued:
-                p = self._pending[r.id]
-                p.req, p.dispatched_at = r, None
-                if p.cancelled:  # caller gave up while it ran: do not run it again
-                    self.core.cancel_queued(r.id, r.pool)
-                    self._finish(r.id, Status.CANCELLED, now)
-            for r in failed:
-                self._finish(r.id, Status.FAILED, now,
-                             error=f"batch failed after {r.retries} retries: {type(e).__name__}: {e}")
-        else:
-            now = self.clock()
-            service_s = now - started
-            self.core.complete(d, service_s, now)
-            self.metrics.batch(d.pool, len(d.batch), service_s)
-            for r, result in zip(d.batch, results):
-                self._finish(r.id, Status.DONE, now, result=result, service_s=service_s)
-        finally:
-            self._wake.set()
 
     def _cancel(self, req: Request) -> None:
         p = self._pending.get(req.id)

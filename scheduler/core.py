@@ -249,23 +249,44 @@ class SchedulerCore:
         self._hold.pop(d.pool, None)  # the latency model moved
         self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s, now)
 
-    def fail(self, d: Dispatch, timed_out_after_s: float | None = None,
-             now: float | None = None) -> tuple[list[Request], list[Request]]:
-        """A batch failed: members with retries left go back at the front; returns (requeued, failed).
+    def fail(self, d: Dispatch, timed_out_after_s: float | None = None, now: float | None = None,
+             members: list[Request] | None = None) -> tuple[list[Request], list[Request]]:
+        """A batch was lost (its replica died, or it timed out): `members` (default: all; the
+        others were answered meanwhile) with retries left go back at the front; returns
+        (requeued, failed).
 
         `timed_out_after_s`: the batch was given up after this long; the latency model learns it
         (a lower bound on its service time), or a hung or very slow replica would never show in it.
         """
         if timed_out_after_s is not None:
             self.models[d.pool].observe(len(d.batch), d.padded_tokens, timed_out_after_s, now)
-        self.inflight[d.pool] -= 1
-        self._hold.pop(d.pool, None)
+        self.release(d)
+        members = list(d.batch) if members is None else members
         retry = [evolve(r, retries=r.retries + 1, status=Status.QUEUED)
-                 for r in d.batch if r.retries < self.config.max_retries]
-        failed = [r for r in d.batch if r.retries >= self.config.max_retries]
+                 for r in members if r.retries < self.config.max_retries]
+        failed = [r for r in members if r.retries >= self.config.max_retries]
         if retry:
             self.queues[d.pool].push_front(retry)
         return retry, failed
+
+    def release(self, d: Dispatch) -> None:
+        """Free the in-flight slot of a batch that ended without results."""
+        self.inflight[d.pool] -= 1
+        self._hold.pop(d.pool, None)
+
+    def split(self, pool: str, members: list[Request], now: float | None = None) -> list[Dispatch]:
+        """The halves of a batch that failed on a live replica, each its own dispatch (bisection:
+        a row that breaks the model ends alone in log2(n) rounds, and the rest are answered on the
+        way). They run at once: they were already chosen, and retries are not spent on them."""
+        model = self.models[pool]
+        half = (len(members) + 1) // 2
+        parts = [tuple(p) for p in (members[:half], members[half:]) if p]
+        out = []
+        for part in parts:
+            padded = policy.padded_tokens(part)
+            self.inflight[pool] += 1
+            out.append(Dispatch(pool, part, padded, model.predict(len(part), padded)))
+        return out
 
     def cancel_queued(self, req_id: int, pool: str) -> Request | None:
         return self.queues[pool].remove(req_id)

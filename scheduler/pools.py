@@ -20,6 +20,20 @@ class ReplicaLost(RuntimeError):
     """The replica running a batch died or vanished; the batch may be retried on another one."""
 
 
+def _as_lost(err: BaseException) -> ReplicaLost | None:
+    """A Ray or Serve failure to reach or keep the replica, as ReplicaLost (the scheduler retries
+    it); None for an error the replica itself raised (RayTaskError: the batch's contents, which
+    the scheduler splits instead of re-running, actor.py)."""
+    from ray.exceptions import RayActorError, RayError, RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    if isinstance(err, RayTaskError) and not isinstance(err, RayActorError):
+        return None
+    if isinstance(err, (RayError, RayServeException)):
+        return ReplicaLost(f"serve replica lost: {type(err).__name__}: {err}")
+    return None
+
+
 @runtime_checkable
 class ReplicaPool(Protocol):
     def live_replicas(self) -> int: ...
@@ -75,7 +89,7 @@ class ActorPool(_LeastLoaded):
         return len(self.replicas)
 
     async def run_batch(self, payloads: list[Any]) -> list[Any]:
-        from ray.exceptions import ActorDiedError, RayActorError
+        from ray.exceptions import ActorDiedError
 
         i = self.pick()
         handle = self.replicas[i]
@@ -85,8 +99,11 @@ class ActorPool(_LeastLoaded):
         except ActorDiedError as e:
             self.drop(handle)
             raise ReplicaLost(f"replica died: {e}") from e
-        except RayActorError as e:  # unavailable (restarting / network): keep it, retry the batch
-            raise ReplicaLost(f"replica unavailable: {e}") from e
+        except Exception as e:  # unavailable (restarting / network): keep it, retry the batch
+            lost = _as_lost(e)
+            if lost is None:
+                raise
+            raise lost from e
         finally:
             for k, r in enumerate(self.replicas):
                 if r is handle:
@@ -162,13 +179,14 @@ class ServeHandlePool:
             self.status_message = f"replica count unknown: the Serve controller did not answer ({type(err).__name__})"
 
     async def run_batch(self, payloads: list[Any]) -> list[Any]:
-        from ray.exceptions import RayActorError
-
         try:
             return await self.handle.run_batch.remote(payloads)
-        except RayActorError as e:
+        except Exception as e:
+            lost = _as_lost(e)
+            if lost is None:
+                raise
             self._polled_at = float("-inf")  # the count may be stale now: ask on the next look
-            raise ReplicaLost(f"serve replica lost: {e}") from e
+            raise lost from e
 
 
 def as_pool(obj: Any) -> ReplicaPool:

@@ -7,7 +7,6 @@ the models here only pin shapes and types (422 when they do not hold).
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator

@@ -63,9 +63,19 @@ class ReplicaCore:
                 self._running_since = None
 
     async def run_on_model(self, fn: Any, *args: Any) -> Any:
-        """`fn(*args)` in a worker thread, alone on the model (that thread niced, see `nice`)."""
+        """`fn(*args)` in a worker thread, alone on the model (that thread niced, see `nice`).
+
+        If the caller is cancelled (Serve cancels a call whose caller gave up), the thread cannot
+        be stopped: the model stays held until it ends, or the next call would run beside it on a
+        model that is not thread-safe, and the stall check would lose its start time (a wedged
+        replica would then never be restarted)."""
         async with self.on_model():
-            return await asyncio.to_thread(self.niced(fn), *args)
+            work = asyncio.ensure_future(asyncio.to_thread(self.niced(fn), *args))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await _until_done(work)
+                raise
 
     def niced(self, fn: Any) -> Any:
         """`fn`, run with the calling (worker) thread's nice value raised to `self.nice` first."""
@@ -83,6 +93,19 @@ class ReplicaCore:
 
     def autoscaling_stats(self) -> dict[str, float]:
         return {LOAD_METRIC: self.load.read_and_reset()}
+
+
+async def _until_done(work: asyncio.Future) -> None:
+    """Wait for `work` to end, through any further cancellation (re-raised by the caller)."""
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            continue
+        except Exception:  # noqa: BLE001 - its result is not wanted any more
+            return
+    if not work.cancelled():
+        work.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def lower_cpu_priority(nice: int) -> bool:

@@ -5,7 +5,7 @@ import pytest
 
 from scheduler.actor import SchedulerActor
 from scheduler.config import LatencyPrior, PoolConfig, SchedulerConfig
-from scheduler.pools import LocalPool
+from scheduler.pools import LocalPool, ReplicaLost
 from scheduler.request import Job, Status
 
 
@@ -19,7 +19,7 @@ class FakeReplica:
         await asyncio.sleep(self.a_s + self.b_s * len(payloads))
         if self.fail_times:
             self.fail_times -= 1
-            raise RuntimeError("replica crashed")
+            raise ReplicaLost("replica crashed")
         return [("ok", p) for p in payloads]
 
 
@@ -55,7 +55,7 @@ def test_every_request_gets_its_own_result_once():
     assert st["classes"]["interactive"]["attainment"] == 1.0
 
 
-def test_failed_batch_is_retried_at_most_twice():
+def test_a_lost_replicas_batch_is_retried_at_most_twice():
     async def main():
         flaky = FakeReplica(fail_times=1)
         s = SchedulerActor(config(), {"encoder": LocalPool([flaky])})

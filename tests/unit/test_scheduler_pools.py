@@ -63,3 +63,25 @@ def test_as_pool_refuses_what_it_cannot_use():
     else:
         raise AssertionError("an int is not a replica pool")
     assert issubclass(ReplicaLost, RuntimeError)
+
+
+class RaisingHandle(FakeDeploymentHandle):
+    def __init__(self, err):
+        async def run(payloads):
+            raise err
+        self.run_batch = _Method(run)
+
+
+def test_serve_pool_tells_a_lost_replica_from_an_error_the_replica_raised():
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import DeploymentUnavailableError
+
+    raised = RayTaskError("run_batch", "Traceback ...", ValueError("bad row"))
+    for err, lost in ((raised, False), (RayActorError(), True), (DeploymentUnavailableError("x"), True)):
+        pool = ServeHandlePool(RaisingHandle(err), replica_count=lambda: 1)
+        try:
+            asyncio.run(pool.run_batch([1]))
+        except ReplicaLost:
+            assert lost, err  # retried elsewhere by the scheduler
+        except Exception as e:  # noqa: BLE001
+            assert not lost and e is err  # the batch's contents: split by the scheduler, not retried
