@@ -74,7 +74,7 @@ class ReplicaCore:
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
-                await _until_done(work)
+                await until_done(work)
                 raise
 
     def niced(self, fn: Any) -> Any:
@@ -95,7 +95,7 @@ class ReplicaCore:
         return {LOAD_METRIC: self.load.read_and_reset()}
 
 
-async def _until_done(work: asyncio.Future) -> None:
+async def until_done(work: asyncio.Future) -> None:
     """Wait for `work` to end, through any further cancellation (re-raised by the caller)."""
     while not work.done():
         try:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ray import serve
 
-from cluster.replicas.core import ReplicaCore, ReplicaMethods
+from cluster.replicas.core import ReplicaCore, ReplicaMethods, until_done
 from cluster.replicas.payload import PayloadError, completion_result, error_result, to_request
 from cluster.serve_config import GENERATOR_DEPLOYMENT
 
@@ -120,7 +120,7 @@ class GeneratorCore(ReplicaCore):
                         yield {k: v for k, v in result.items() if k != "text"}
             finally:
                 cancelled.set()
-                await asyncio.shield(worker)  # the model is free only once the thread is done
+                await until_done(worker)  # the model is free only once the thread is done, however often cancelled
 
     def counters(self) -> dict[str, Any]:
         return {
