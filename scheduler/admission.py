@@ -33,6 +33,7 @@ class QueueView:
     class_queued: int
     class_max_queue: int
     higher_load: float = 0.0
+    queued_tokens: int = 0  # the whole pool's, against PoolConfig.max_queued_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,17 @@ def predict_wait_s(view: QueueView, pool: PoolConfig, params: LatencyParams) -> 
     return work / (replicas * spare) + residual
 
 
-def hold_without_replicas(view: QueueView, pool: PoolConfig) -> Admission:
+def queue_full(view: QueueView, pool: PoolConfig, num_tokens: int) -> str | None:
+    """Why the queue cannot take this request (its class's count, or the pool's token memory)."""
+    if view.class_queued >= view.class_max_queue:
+        return f"queue full ({view.class_queued} of max_queue {view.class_max_queue})"
+    if view.queued_tokens + num_tokens > pool.max_queued_tokens:
+        return (f"queue full ({view.queued_tokens} tokens queued in pool {pool.name!r}, max_queued_tokens "
+                f"{pool.max_queued_tokens})")
+    return None
+
+
+def hold_without_replicas(view: QueueView, pool: PoolConfig, num_tokens: int) -> Admission:
     """No live replica: hold the request for its deadline instead of refusing it.
 
     A pool without replicas is nearly always between two: a replica was lost and its replacement
@@ -71,9 +82,9 @@ def hold_without_replicas(view: QueueView, pool: PoolConfig) -> Admission:
     errors for every caller; held, the request runs as soon as a replica is up, or expires (504)
     saying the pool had none. Nothing predicts when one comes, so only the class queue bounds it.
     """
-    if view.class_queued >= view.class_max_queue:
-        return Admission(False, f"queue full ({view.class_queued} of max_queue {view.class_max_queue}) "
-                                f"while pool {pool.name!r} has no live replica", 1.0, float("inf"))
+    full = queue_full(view, pool, num_tokens)
+    if full:
+        return Admission(False, f"{full} while pool {pool.name!r} has no live replica", 1.0, float("inf"))
     return Admission(True, f"held: no live replica in pool {pool.name!r} yet", None, float("inf"))
 
 
@@ -91,18 +102,14 @@ def admit(
 ) -> Admission:
     """Accept, or refuse with a reason and a suggested retry-after (seconds)."""
     if view.replicas <= 0:
-        return hold_without_replicas(view, pool)
+        return hold_without_replicas(view, pool, num_tokens)
     wait_s = predict_wait_s(view, pool, params)
     own_size = min(pool.max_batch_size, view.ahead_requests % pool.max_batch_size + 1)
     own_s = params.predict(own_size, own_size * max(1, num_tokens))
     predicted = wait_s + own_s
-    if view.class_queued >= view.class_max_queue:
-        return Admission(
-            False,
-            f"queue full ({view.class_queued} of max_queue {view.class_max_queue})",
-            max(MIN_RETRY_AFTER_S, wait_s),
-            predicted,
-        )
+    full = queue_full(view, pool, num_tokens)
+    if full:
+        return Admission(False, full, max(MIN_RETRY_AFTER_S, wait_s), predicted)
     budget = deadline - view.now
     if predicted > margin * budget:
         return Admission(

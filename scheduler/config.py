@@ -56,6 +56,11 @@ class PoolConfig(BaseModel):
     # a quarter of the tightest class deadline, shared by the replica's in-flight slots.
     quantum_s: float | None = Field(default=None, gt=0)
     prior: LatencyPrior = Field(default_factory=LatencyPrior)
+    # Queued tokens of the whole pool before admission refuses (429): the queues' memory bound.
+    # Each queued token costs ~40 bytes in the scheduler (a Python int in the payload's id list
+    # plus its list slot), so the default is ~80 MB; the class max_queue alone (100,000 batch
+    # requests of 512 tokens) would allow ~2 GB.
+    max_queued_tokens: int = Field(default=2_000_000, gt=0)
 
 
 def _default_classes() -> list[PriorityClass]:

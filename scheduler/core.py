@@ -118,6 +118,7 @@ class SchedulerCore:
             now=now, replicas=replicas, ahead_requests=n, ahead_tokens=t,
             inflight_batches=self.inflight[req.pool], class_queued=q.count_by_rank[req.rank],
             class_max_queue=self.classes[req.priority].max_queue, higher_load=higher,
+            queued_tokens=sum(q.tokens_by_rank),
         )
         model = self.models[req.pool]
         decision = admit(req.deadline, req.num_tokens, view, pool, model.params, self.config.admission_margin)

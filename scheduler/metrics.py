@@ -2,7 +2,8 @@
 
 The Ray sink takes the `ray.util.metrics` module as an argument (actor.py passes it in only when Ray
 is running), so this module never imports Ray and unit tests run without it. Ray exports these to
-Prometheus; tag keys are task / priority / pool (and status where it applies).
+Prometheus; tag keys are task (the task, or `multi` for several) / priority / pool (and status where it
+applies).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from scheduler.request import Request, Status
 
 LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+MULTI_TASK_LABEL = "multi"  # the `task` label of a request for several tasks
 
 
 class NullMetrics:
@@ -64,7 +66,10 @@ class RayMetrics(NullMetrics):
 
     @staticmethod
     def _tags(req: Request) -> dict[str, str]:
-        return {"task": req.flow, "priority": req.priority, "pool": req.pool}
+        # One series per task plus one for all multi-task requests: labelled by the task subset,
+        # T tasks would make 2^T series per metric (Prometheus's cost is per series).
+        return {"task": req.tasks[0] if len(req.tasks) == 1 else MULTI_TASK_LABEL,
+                "priority": req.priority, "pool": req.pool}
 
     def request_finished(self, req, status, queue_s, latency_s, met):
         tags = self._tags(req)

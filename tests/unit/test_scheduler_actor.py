@@ -189,3 +189,19 @@ def test_ray_metrics_sink_tags_every_record_with_declared_keys():
     assert sink._requests.records[0][1] == {"task": "t", "priority": "interactive", "pool": "encoder", "status": "done"}
     assert len(sink._refusals.records) == 1 and sink._batch.records and sink._depth.records
     assert {"task": "t", "priority": "interactive", "pool": "encoder", "met": "1"} in [t for _, t in sink._deadline.records]
+
+
+def test_the_task_label_has_one_value_per_task_plus_one_for_several():
+    from scheduler.metrics import MULTI_TASK_LABEL, RayMetrics
+
+    sink = RayMetrics(FakeMetricsModule())
+
+    async def main():
+        s = SchedulerActor(config(), {"encoder": LocalPool([FakeReplica()])}, metrics=sink)
+        for tasks in (("a",), ("a", "b"), ("b", "c", "a"), ("c", "b")):
+            await s.submit(Job(tasks=tasks, pool="encoder", priority="batch", deadline_ms=None,
+                               num_tokens=8, payload=1))
+
+    run(main())
+    labels = {tags["task"] for _, tags in sink._requests.records}
+    assert labels == {"a", MULTI_TASK_LABEL}  # 2^T subsets would be 2^T series per metric

@@ -1,4 +1,6 @@
 """Admission control, the online latency model, config validation and request states."""
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
@@ -119,3 +121,22 @@ def test_core_tracks_the_load_of_more_urgent_classes():
     for _ in range(40):
         fresh.enqueue(fresh.new_request(("t",), "encoder", "batch", None, 10, now=5.0))
     assert fresh.admit(fresh.new_request(("t",), "encoder", "batch", 1500, 10, now=5.0), now=5.0, replicas=1).accepted
+
+
+def test_refuses_when_the_pools_queued_tokens_would_pass_the_bound():
+    pool = PoolConfig(name="encoder", max_batch_size=8, max_batch_tokens=4096, max_queued_tokens=1000)
+    big = QueueView(now=0.0, replicas=2, ahead_requests=10, ahead_tokens=900, inflight_batches=0,
+                    class_queued=10, class_max_queue=100, queued_tokens=900)
+    assert admit(100.0, 50, big, pool, PARAMS).accepted
+    refused = admit(100.0, 200, big, pool, PARAMS)
+    assert not refused.accepted and "max_queued_tokens 1000" in refused.reason and refused.retry_after_s > 0
+    held = admit(100.0, 200, dataclasses.replace(big, replicas=0), pool, PARAMS)
+    assert not held.accepted and "max_queued_tokens" in held.reason  # holding is bounded the same way
+
+
+def test_core_counts_the_pools_queued_tokens():
+    cfg = SchedulerConfig(pools=[PoolConfig(name="encoder", max_queued_tokens=100)])
+    core = SchedulerCore(cfg)
+    admitted = core.admit_all([core.new_request(("t",), "encoder", "batch", None, 60, 0.0)], 0.0, 1)
+    refused = core.admit_all([core.new_request(("t",), "encoder", "interactive", None, 60, 0.0)], 0.0, 1)
+    assert admitted.accepted and not refused.accepted and "max_queued_tokens 100" in refused.reason
