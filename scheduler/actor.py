@@ -29,6 +29,9 @@ from scheduler.pools import ReplicaPool, as_pool
 from scheduler.request import Job, Outcome, Readiness, Request, Status
 
 MAX_IDLE_S = 0.5
+# The error of jobs still pending when the scheduler stops (a redeploy, a scale-down): the gateway
+# resubmits them to the replacement (cluster/serve_backend.py) instead of failing the caller.
+SHUT_DOWN_ERROR = "scheduler shut down before the job finished"
 GAUGE_PERIOD_S = 0.5  # queue-depth and replica gauges at most this often (see _dispatch_pass)
 logger = logging.getLogger(__name__)
 
@@ -207,7 +210,7 @@ class SchedulerActor(BatchRunner):
         for p in list(self._pending.values()):
             if p.dispatched_at is None:
                 self.core.cancel_queued(p.req.id, p.req.pool)
-            self._finish(p.req.id, Status.FAILED, now, error="scheduler shut down")
+            self._finish(p.req.id, Status.FAILED, now, error=SHUT_DOWN_ERROR)
 
     # ------------------------------------------------------------ mechanism
 

@@ -4,6 +4,7 @@
   requests are held for their deadline and expire with 504 saying why, instead of a 429.
 - Killing the only encoder replica under steady load loses no request: the batch it held is
   retried, the rest wait for the replacement, and every request gets exactly one answer, 200.
+- Killing the scheduler replica likewise: the gateway resubmits the jobs it held to the new one.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import ray
 from ray import serve
 
 from cluster.app import build_application
-from cluster.serve_config import ENCODER_DEPLOYMENT, parse_serve_config
+from cluster.serve_config import ENCODER_DEPLOYMENT, SCHEDULER_DEPLOYMENT, parse_serve_config
 from tests.net import free_port
 
 pytestmark = pytest.mark.ray
@@ -86,10 +87,10 @@ def test_a_pool_that_cannot_be_placed_is_not_ready_and_holds_requests(cluster, t
     serve.delete("mtc-unplaceable")
 
 
-def _encoder_replica_actor(app_name: str):
-    """The handle of the one live encoder replica of `app_name` (Serve names its replica actors
-    `SERVE_REPLICA::APP#DEPLOYMENT#ID`), or None while there is not exactly one."""
-    prefix = f"SERVE_REPLICA::{app_name}#{ENCODER_DEPLOYMENT}#"
+def _replica_actor(app_name: str, deployment: str = ENCODER_DEPLOYMENT):
+    """The handle of the one live replica of `deployment` in `app_name` (Serve names its replica
+    actors `SERVE_REPLICA::APP#DEPLOYMENT#ID`), or None while there is not exactly one."""
+    prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
     if len(names) != 1:
         return None
@@ -99,12 +100,13 @@ def _encoder_replica_actor(app_name: str):
         return None
 
 
-def test_killing_the_only_encoder_replica_loses_no_request(cluster, tiny_bundle):
-    name = "mtc-chaos"
-    serve.run(build_application(_config(tiny_bundle, name)), name=name, route_prefix="/chaos")
-    url = cluster + "/chaos"
+@pytest.mark.parametrize("deployment", [ENCODER_DEPLOYMENT, SCHEDULER_DEPLOYMENT])
+def test_killing_a_replica_under_load_loses_no_request(cluster, tiny_bundle, deployment):
+    name = f"mtc-chaos-{deployment.lower()}"
+    serve.run(build_application(_config(tiny_bundle, name)), name=name, route_prefix="/" + name)
+    url = f"{cluster}/{name}"
     assert _predict(url, 10_000).status_code == 200
-    victim = _encoder_replica_actor(name)
+    victim = _replica_actor(name, deployment)
     assert victim is not None
 
     answers: Counter = Counter()
@@ -132,12 +134,12 @@ def test_killing_the_only_encoder_replica_loses_no_request(cluster, tiny_bundle)
     before = sum(answers.values())
     ray.kill(victim, no_restart=True)
     # Serve starts a replacement; wait until it has served for a while, then stop the load.
-    _wait_for(lambda: _encoder_replica_actor(name) is not None and sum(answers.values()) > before + 20,
+    _wait_for(lambda: _replica_actor(name, deployment) is not None and sum(answers.values()) > before + 20,
               timeout_s=90)
     time.sleep(2)
     stop.set()
     for t in threads:
         t.join(timeout=90)
-    print(f"answers while the encoder replica was killed and replaced: {dict(answers)}")
+    print(f"answers while the {deployment} replica was killed and replaced: {dict(answers)}")
     assert set(answers) == {200}, (dict(answers), errors[:5])
     serve.delete(name)
