@@ -20,7 +20,7 @@ class ReplicaLost(RuntimeError):
     """The replica running a batch died or vanished; the batch may be retried on another one."""
 
 
-def _as_lost(err: BaseException) -> ReplicaLost | None:
+def lost_replica_error(err: BaseException) -> ReplicaLost | None:
     """A Ray or Serve failure to reach or keep the replica, as ReplicaLost (the scheduler retries
     it); None for an error the replica itself raised (RayTaskError: the batch's contents, which
     the scheduler splits instead of re-running, actor.py)."""
@@ -100,7 +100,7 @@ class ActorPool(_LeastLoaded):
             self.drop(handle)
             raise ReplicaLost(f"replica died: {e}") from e
         except Exception as e:  # unavailable (restarting / network): keep it, retry the batch
-            lost = _as_lost(e)
+            lost = lost_replica_error(e)
             if lost is None:
                 raise
             raise lost from e
@@ -182,7 +182,7 @@ class ServeHandlePool:
         try:
             return await self.handle.run_batch.remote(payloads)
         except Exception as e:
-            lost = _as_lost(e)
+            lost = lost_replica_error(e)
             if lost is None:
                 raise
             self._polled_at = float("-inf")  # the count may be stale now: ask on the next look
