@@ -24,7 +24,13 @@ from fastapi.responses import JSONResponse
 
 from cluster.backend import Backend, backend_readiness
 from cluster.http.edge import Edge
-from cluster.http.errors import ApiError, error_response, install_error_handlers, retry_after_header
+from cluster.http.errors import (
+    ApiError,
+    error_response,
+    install_error_handlers,
+    log_unexpected,
+    retry_after_header,
+)
 from cluster.http.front_door import FrontDoor, peek_priority
 from cluster.http.keys import digest_of
 from cluster.http.openai_api import make_openai_router
@@ -168,11 +174,12 @@ class EdgeGuard:
             self.front_door.inflight += 1
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:  # the route handlers should never get here; if they do, answer cleanly
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+        except Exception as err:  # the route handlers should never get here; if they do, answer cleanly
+            incident = log_unexpected(f"on {scope.get('method')} {scope.get('path')}", err)
             if not status:
                 status = 500
-                await error_response(500, "internal error; the server log has details")(scope, receive, send)
+                await error_response(500, f"internal error (incident {incident}); the server log has "
+                                          "details")(scope, receive, send)
         finally:
             if gated:
                 self.front_door.inflight -= 1

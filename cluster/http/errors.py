@@ -7,13 +7,15 @@ OpenAI's shape). Every failure path ends here:
 - `outcome_error`: the one mapping of the scheduler's `Outcome` to HTTP, for every dialect;
 - FastAPI's request validation (malformed JSON -> 400, wrong fields/types -> 422, naming the field);
 - Starlette's HTTP errors (unknown route 404, wrong method 405);
-- anything else: logged with a request id and answered 500 with that id, never a stack trace.
+- anything else: logged with an incident id (types and stacks, never a message: no request text in
+  a log) and answered 500 with that id, never a stack trace.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import traceback
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -38,8 +40,32 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def encodable(message: str) -> str:
+    """`message` as UTF-8 can carry it: a lone surrogate a caller sent ("\\ud800"), echoed in an
+    error, written as `\\ud800`. Unescaped, rendering the answer failed (a 500 whose traceback,
+    the caller's text in it, went to the log)."""
+    return message if message.isascii() else message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": encodable(message)}, status_code=status, headers=headers)
+
+
+def log_unexpected(what: str, exc: BaseException) -> str:
+    """Log an unexpected exception under a new incident id, returned for the answer: each
+    exception's type and stack, not its message, which may quote the request (a validation error's
+    input, an error message that echoes the caller's text). No request text in a log."""
+    incident = uuid.uuid4().hex[:12]
+    parts, seen, current = [], set(), exc
+    while current is not None and id(current) not in seen:  # the chain as Python prints it, cause first
+        seen.add(id(current))
+        frames = "".join(traceback.format_list(traceback.extract_tb(current.__traceback__)))
+        kind = type(current)
+        parts.append(f"{frames}{kind.__module__}.{kind.__qualname__} (message withheld: it may quote the request)")
+        current = current.__cause__ if current.__cause__ is not None else (
+            None if current.__suppress_context__ else current.__context__)
+    log.error("unexpected error, incident %s, %s:\n%s", incident, what, "\n-- while handling --\n".join(reversed(parts)))
+    return incident
 
 
 def retry_after_header(retry_after_s: float | None) -> dict[str, str]:
@@ -159,6 +185,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path)
+        incident = log_unexpected(f"on {request.method} {request.url.path}", exc)
         return error_response(500, f"internal error (incident {incident}); the server log has details")
