@@ -5,6 +5,8 @@
 - Killing the only encoder replica under steady load loses no request: the batch it held is
   retried, the rest wait for the replacement, and every request gets exactly one answer, 200.
 - Killing the scheduler replica likewise: the gateway resubmits the jobs it held to the new one.
+- Killing the gateway replica: what was in flight on it gets Serve's proxy's 500 (at most one per
+  caller); everything after goes to the replacement. The proxy cannot retry what reached a replica.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import ray
 from ray import serve
 
 from cluster.app import build_application
-from cluster.serve_config import ENCODER_DEPLOYMENT, SCHEDULER_DEPLOYMENT, parse_serve_config
+from cluster.serve_config import ENCODER_DEPLOYMENT, GATEWAY_DEPLOYMENT, SCHEDULER_DEPLOYMENT, parse_serve_config
 from tests.net import free_port
 
 pytestmark = pytest.mark.ray
@@ -100,7 +102,7 @@ def _replica_actor(app_name: str, deployment: str = ENCODER_DEPLOYMENT):
         return None
 
 
-@pytest.mark.parametrize("deployment", [ENCODER_DEPLOYMENT, SCHEDULER_DEPLOYMENT])
+@pytest.mark.parametrize("deployment", [ENCODER_DEPLOYMENT, SCHEDULER_DEPLOYMENT, GATEWAY_DEPLOYMENT])
 def test_killing_a_replica_under_load_loses_no_request(cluster, tiny_bundle, deployment):
     name = f"mtc-chaos-{deployment.lower()}"
     serve.run(build_application(_config(tiny_bundle, name)), name=name, route_prefix="/" + name)
@@ -141,5 +143,10 @@ def test_killing_a_replica_under_load_loses_no_request(cluster, tiny_bundle, dep
     for t in threads:
         t.join(timeout=90)
     print(f"answers while the {deployment} replica was killed and replaced: {dict(answers)}")
-    assert set(answers) == {200}, (dict(answers), errors[:5])
+    if deployment == GATEWAY_DEPLOYMENT:
+        # Serve's proxy answers 500 for what was in flight on the killed ingress replica (it
+        # retries only what never reached one): at most one per caller, each answered, none lost.
+        assert set(answers) <= {200, 500} and answers[500] <= len(threads), (dict(answers), errors[:5])
+    else:
+        assert set(answers) == {200}, (dict(answers), errors[:5])
     serve.delete(name)
