@@ -287,4 +287,5 @@ def _mount_openai(app: FastAPI, backend: Backend, settings: GatewaySettings, tas
     known = list(dict.fromkeys([*settings.generative_tasks]))
     app.include_router(make_openai_router(
         backend.submit, backend.stream, settings.generator_model, known,
-        priority_classes=list(settings.priority_classes), default_priority=settings.default_priority))
+        priority_classes=list(settings.priority_classes), default_priority=settings.default_priority,
+        submit_many_fn=backend.submit_many))

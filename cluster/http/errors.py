@@ -104,7 +104,8 @@ def outcome_error(outcomes: Outcome | Sequence[Outcome]) -> ApiError | None:
     if expired:
         return ApiError(504, f"deadline passed before the work finished ({expired[0].error or 'expired'}); "
                              "give a longer deadline_ms or retry")
-    o = bad[0]
+    # the part that failed, not a sibling the scheduler cancelled because of it
+    o = next((o for o in bad if _status(o) is not Status.CANCELLED), bad[0])
     if _status(o) is Status.CANCELLED:  # our own words ("another text of the same request failed")
         return ApiError(503, f"inference cancelled: {o.error or 'cancelled'}; retry shortly", {"Retry-After": "1"})
     # A failure's text is a replica's exception (Ray tracebacks, node addresses, pids): it goes to

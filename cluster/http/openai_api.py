@@ -130,9 +130,12 @@ def make_openai_router(
     max_tokens_limit: int = 2048,
     max_prompt_chars: int = 100_000,
     count_tokens: Callable[[str], int] | None = None,
+    submit_many_fn: Callable[[list[Job]], Any] | None = None,
 ) -> APIRouter:
     """The OpenAI-compatible router (see the module doc). `priority_classes`: when given, an unknown
-    `priority` is answered 400 here (else the scheduler refuses it)."""
+    `priority` is answered 400 here (else the scheduler refuses it). `submit_many_fn` (the
+    gateway's `backend.submit_many`): a request's prompts go to the scheduler in one call, admitted
+    together, and it cancels the rest once one fails; without it, one `submit_fn` call each."""
     canonical = model_name
     short = Path(model_name).stem if model_name.endswith(".gguf") else Path(model_name).name
     aliases = [t for t in known_tasks if t in TEMPLATED_TASKS]
@@ -173,26 +176,37 @@ def make_openai_router(
             raise OpenAIError(413, f"the input is {size} characters; at most {max_prompt_chars}", "messages")
         return payload
 
-    async def run(payload: dict, task: str, priority: str, deadline_ms: float | None) -> dict:
+    def job_for(payload: dict, task: str, priority: str, deadline_ms: float | None) -> Job:
         text = payload.get("prompt") or json.dumps(payload.get("inputs"))
-        num_tokens = counter(text) + int(payload["max_new_tokens"])
+        return Job(tasks=(task,), pool=GENERATOR_POOL, priority=priority, deadline_ms=deadline_ms,
+                   num_tokens=counter(text) + int(payload["max_new_tokens"]), payload=payload,
+                   received_at_s=received_at_s())
+
+    async def call_backend(call: Callable[[], Any]) -> Any:
         try:
-            if takes_job:
-                job = Job(tasks=(task,), pool=GENERATOR_POOL, priority=priority, deadline_ms=deadline_ms,
-                          num_tokens=num_tokens, payload=payload, received_at_s=received_at_s())
-                answer = await _maybe_await(submit_fn(job))
-            else:
-                answer = await _maybe_await(submit_fn(payload, priority, deadline_ms))
+            return await _maybe_await(call())
         except ValueError as err:  # the scheduler's InvalidJob: unknown priority, bad sizes
             raise OpenAIError(400, str(_cause(err))) from None
         except Exception as err:  # noqa: BLE001 - an unreachable backend is "not ready", never a 500
-            log.warning("generation backend failed: %r", err)
+            log.warning("generation backend failed: %s", type(err).__name__)
             raise OpenAIError(503, f"the generator is unavailable ({type(err).__name__}); retry shortly") from None
-        return _result_of(answer)
+
+    async def run(payload: dict, task: str, priority: str, deadline_ms: float | None) -> dict:
+        if takes_job:
+            job = job_for(payload, task, priority, deadline_ms)
+            return _result_of(await call_backend(lambda: submit_fn(job)))
+        return _result_of(await call_backend(lambda: submit_fn(payload, priority, deadline_ms)))
 
     async def run_all(payloads: list[dict], task: str, priority: str, deadline_ms: float | None) -> list[dict]:
         """Every prompt of one request; once one fails, the others are cancelled (their answer
         could no longer be used) and the first failure is the request's answer."""
+        if submit_many_fn is not None:
+            jobs = [job_for(p, task, priority, deadline_ms) for p in payloads]
+            outcomes = await call_backend(lambda: submit_many_fn(jobs))
+            error = outcome_error(outcomes)
+            if error is not None:
+                raise error
+            return [_result_of(o) for o in outcomes]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(run(p, task, priority, deadline_ms)) for p in payloads]

@@ -271,3 +271,33 @@ def test_when_one_prompt_fails_its_siblings_are_cancelled():
     r = TestClient(app).post("/v1/completions", json={"model": MODEL, "prompt": ["a", "bad", "c"]})
     assert r.status_code == 429
     assert sorted(cancelled) == ["a", "c"]
+
+
+def test_a_completions_prompts_are_submitted_in_one_call():
+    calls = []
+
+    async def submit_many(jobs):
+        calls.append([j.payload["prompt"] for j in jobs])
+        return [Outcome(Status.DONE, result={"text": j.payload["prompt"].upper(), "prompt_tokens": 1,
+                                             "completion_tokens": 1, "finish_reason": "stop"}) for j in jobs]
+
+    async def submit(job):  # must not be used when submit_many is given
+        raise AssertionError("one scheduler call per prompt")
+
+    app = FastAPI()
+    app.include_router(make_openai_router(submit, None, MODEL, ["chat"], submit_many_fn=submit_many))
+    r = TestClient(app).post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b", "c"]})
+    assert r.status_code == 200, r.text
+    assert [c["text"] for c in r.json()["choices"]] == ["A", "B", "C"]
+    assert calls == [["a", "b", "c"]]  # one call: admitted together, siblings cancelled by the scheduler
+
+
+def test_the_failed_prompt_not_a_cancelled_sibling_is_the_answer():
+    async def submit_many(jobs):
+        return [Outcome(Status.CANCELLED, error="another text of the same request did not succeed"),
+                Outcome(Status.FAILED, error="replica exploded")]
+
+    app = FastAPI()
+    app.include_router(make_openai_router(None, None, MODEL, ["chat"], submit_many_fn=submit_many))
+    r = TestClient(app).post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b"]})
+    assert_openai_error(r, 503, "inference failed on a model replica")
