@@ -150,3 +150,45 @@ def test_killing_a_replica_under_load_loses_no_request(cluster, tiny_bundle, dep
     else:
         assert set(answers) == {200}, (dict(answers), errors[:5])
     serve.delete(name)
+
+
+def test_a_redeploy_under_load_loses_no_request(cluster, tiny_bundle):
+    """A new version of the application (another scheduler config) while callers send. The old
+    scheduler drains for Serve's graceful-shutdown time (20 s); what it still holds then goes to
+    the new one (SHUT_DOWN_ERROR, or a lost replica: the gateway resubmits both). At this load the
+    drain alone suffices (the code before it passed too): this guards the redeploy path."""
+    name = "mtc-redeploy"
+    serve.run(build_application(_config(tiny_bundle, name)), name=name, route_prefix="/" + name)
+    url = f"{cluster}/{name}"
+    answers: Counter = Counter()
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def caller():
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    r = client.post(url + "/v1/predict", json={
+                        "texts": "Shares rose in London.", "tasks": ["topic"], "priority": "interactive",
+                        "deadline_ms": 30_000})
+                    answers[r.status_code] += 1
+                    if r.status_code != 200:
+                        errors.append(r.text[:300])
+                except httpx.HTTPError as err:
+                    answers["no answer"] += 1
+                    errors.append(repr(err))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    changed = _config(tiny_bundle, name).model_dump()
+    changed["scheduler"]["config"] = {"max_retries": 1}
+    serve.run(build_application(parse_serve_config(changed)), name=name, route_prefix="/" + name)
+    time.sleep(5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=90)
+    print(f"answers across a redeploy: {dict(answers)}")
+    assert set(answers) == {200}, (dict(answers), errors[:5])
+    serve.delete(name)
