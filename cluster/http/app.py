@@ -36,6 +36,7 @@ from cluster.http.keys import digest_of
 from cluster.http.openai_api import make_openai_router
 from cluster.http.schemas import (
     ERROR_RESPONSES,
+    AnonymizedText,
     GatewaySettings,
     HealthResponse,
     PredictRequest,
@@ -237,16 +238,31 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
     app.state.edge = edge
     app.state.front_door = front_door
 
-    @app.post("/v1/predict", response_model=PredictResponse, tags=["native"],
-              responses=ERROR_RESPONSES, summary="Run tasks on one text or a list of texts")
+    # exclude_unset: `anonymized` appears only when asked for (answers without it are unchanged)
+    @app.post("/v1/predict", response_model=PredictResponse, response_model_exclude_unset=True,
+              tags=["native"], responses=ERROR_RESPONSES,
+              summary="Run tasks on one text or a list of texts (optionally anonymize them)")
     async def predict(body: PredictRequest) -> PredictResponse:
         texts = body.text_list()
         edge.check_texts(texts)
         tasks = edge.resolve_tasks(body.tasks)
         priority = edge.resolve_priority(body.priority)
-        result = await edge.run(texts, tasks, priority, body.deadline_ms)
-        return PredictResponse(results=result.results, timing=Timing(**edge.timing(result)),
-                               model=settings.model_name)
+        anonymize = None
+        if body.anonymize is not None:  # the NER head is the source: run it even if not asked for
+            anonymize = edge.resolve_anonymize(body.anonymize.task, body.anonymize.types)
+            run_tasks = tasks if anonymize[0] in tasks else [*tasks, anonymize[0]]
+        else:
+            run_tasks = tasks
+        result = await edge.run(texts, run_tasks, priority, body.deadline_ms)
+        results = result.results if run_tasks is tasks else [
+            {t: row[t] for t in tasks} for row in result.results]
+        masked = None if anonymize is None else [
+            AnonymizedText(**a) for a in edge.anonymize(texts, result, *anonymize)]
+        answer = PredictResponse(results=results, timing=Timing(**edge.timing(result)),
+                                 model=settings.model_name)
+        if masked is not None:
+            answer.anonymized = masked
+        return answer
 
     @app.get("/v1/tasks", response_model=TasksResponse, tags=["native"], summary="The tasks served")
     async def tasks() -> TasksResponse:

@@ -21,6 +21,7 @@ from cluster.http.errors import ApiError, outcome_error
 from cluster.http.front_door import current_arrival, note_budget
 from cluster.http.schemas import GatewaySettings
 from cluster.replicas.payload import EncoderPayload
+from mtl.anonymize import entity_types, mask_entities_counted, seen_chars
 from scheduler.request import Job
 
 log = logging.getLogger("mtc.gateway")
@@ -49,6 +50,7 @@ class EdgeResult:
     service_ms: float
     edge_ms: float = 0.0  # from the gateway's receipt to the job's submission (validation, tokenizing)
     submitted_mono_s: float = 0.0
+    seen_chars: tuple[int, ...] = ()  # per text: characters the encoder read (mtl.anonymize.seen_chars)
 
 
 class Edge:
@@ -59,6 +61,16 @@ class Edge:
         self.front_door = front_door
         self.task_names: list[str] = list(bundle.tasks)
         self.embedding_dim = _hidden_size(bundle)
+        self.ner_tasks: list[str] = [n for n, spec in bundle.tasks.items()
+                                     if getattr(spec.type, "value", spec.type) == "token_classification"]
+        if settings.anonymize_types is not None:  # a typo in serve.yaml fails at start-up, not per call
+            if not self.ner_tasks:
+                raise ValueError("gateway.settings.anonymize_types is set but the bundle has no "
+                                 "token_classification task to anonymize with; remove it")
+            problem = self._types_problem(self.ner_tasks[0], list(settings.anonymize_types),
+                                          "gateway.settings.anonymize_types")
+            if problem:
+                raise ValueError(problem)
 
     # ------------------------------------------------------------ validation
 
@@ -84,6 +96,46 @@ class Edge:
                 422, f"unknown priority '{priority}'; use one of {list(self.settings.priority_classes)}"
             )
         return priority
+
+    def _types_problem(self, task: str, types: list[str], where: str) -> str | None:
+        known = entity_types(self.bundle.labels(task))
+        unknown = [t for t in types if t not in known]
+        if types and not unknown:
+            return None
+        what = f"unknown entity type(s) {unknown}" if unknown else "no entity type"
+        return f"{where}: {what}; the '{task}' task's entity types are {known}"
+
+    def resolve_anonymize(self, task: str | None, types: list[str] | None) -> tuple[str, list[str] | None]:
+        """(the NER task to mask with, the types to mask; None: all) for a request's `anonymize`."""
+        if not self.ner_tasks:
+            raise ApiError(422, f"'anonymize' needs a token_classification (NER) task and this bundle has "
+                                f"none (tasks: {self.task_names}); drop 'anonymize'")
+        if task is None:
+            task = self.ner_tasks[0]
+        elif task not in self.ner_tasks:
+            raise ApiError(422, f"'anonymize.task' '{task}' is not a token_classification task; use one "
+                                f"of {self.ner_tasks}")
+        if types is None:
+            default = self.settings.anonymize_types
+            return task, None if default is None or task != self.ner_tasks[0] else list(default)
+        problem = self._types_problem(task, types, "'anonymize.types'")
+        if problem:
+            raise ApiError(422, problem + " (omit 'types' for all of them)")
+        return task, list(dict.fromkeys(types))
+
+    @staticmethod
+    def anonymize(texts: list[str], result: EdgeResult, task: str,
+                  types: list[str] | None) -> list[dict[str, Any]]:
+        """Per text: the masked text, the number of masks, and where the NER head stopped reading
+        (None when it read the whole text)."""
+        out = []
+        for i, (text, row) in enumerate(zip(texts, result.results)):
+            spans = [e for e in row[task]["entities"] if types is None or e["type"] in types]
+            seen = result.seen_chars[i] if i < len(result.seen_chars) else len(text)
+            masked, count = mask_entities_counted(text, spans)
+            out.append({"text": masked, "masked": count,
+                        "unread_from": seen if text[seen:].strip() else None})
+        return out
 
     def check_texts(self, texts: list[str], field: str = "texts") -> None:
         s = self.settings
@@ -149,6 +201,7 @@ class Edge:
             service_ms=1000.0 * max(o.service_s for o in outcomes),
             edge_ms=edge_ms,
             submitted_mono_s=submitted,
+            seen_chars=tuple(seen_chars(enc.offsets) for enc in encs),
         )
 
     def timing(self, result: EdgeResult) -> dict[str, float]:

@@ -64,6 +64,9 @@ class GatewaySettings(BaseModel):
     generative_tasks: tuple[str, ...] = ("summarize", "answer", "chat")
     # Per-class lanes at this gateway replica (scheduler/front_door.py says why).
     front_door: FrontDoorSettings = Field(default_factory=lambda: FrontDoorSettings())
+    # Entity types `/v1/predict` masks when a request sends `"anonymize": {}` (no `types`);
+    # None: every type the bundle's NER head knows. Checked against the bundle at start-up.
+    anonymize_types: tuple[str, ...] | None = None
 
     @field_validator("priority_classes")
     @classmethod
@@ -113,6 +116,18 @@ def _env_api_keys() -> tuple[str, ...]:
 # ---------------------------------------------------------------- native API bodies
 
 
+class AnonymizeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    types: list[str] | None = Field(
+        default=None, description="Entity types to mask, e.g. [\"person\", \"geo-loc\"] (GET /v1/tasks "
+                                  "lists the NER task's labels); default: the server's anonymize_types, "
+                                  "else every type.")
+    task: str | None = Field(
+        default=None, description="The token-classification task whose entities are masked; default: "
+                                  "the bundle's first one.")
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -135,6 +150,19 @@ class PredictRequest(BaseModel):
         default=None, description="Time budget from arrival, in milliseconds (at most 3,600,000: "
                                   "one hour); default: the class's."
     )
+    anonymize: AnonymizeOptions | None = Field(
+        default=None, description="Also return each text with the entities the NER head found replaced by "
+                                  "[type] (`anonymized` in the answer); the NER task runs even when "
+                                  "`tasks` omits it. Only as good as the model's recall: a name it "
+                                  "misses stays in the text.")
+
+    @field_validator("anonymize", mode="before")
+    @classmethod
+    def _anonymize_object(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError('send an object: {} to mask the server\'s default entity types, or '
+                             '{"types": ["person", ...]}; omit the field not to anonymize')
+        return v
 
     def text_list(self) -> list[str]:
         return [self.texts] if isinstance(self.texts, str) else list(self.texts)
@@ -151,12 +179,23 @@ class Timing(BaseModel):
                                         "is measured against this.")
 
 
+class AnonymizedText(BaseModel):
+    text: str = Field(description="The text with each entity span found replaced by [type].")
+    masked: int = Field(description="How many masks were put in.")
+    unread_from: int | None = Field(
+        None, description="When set, the NER head read only the first this-many characters (the task's "
+                          "max_length in tokens): the rest of the text is returned as sent, unmasked. "
+                          "Send shorter texts (split them) to have all of it masked.")
+
+
 class PredictResponse(BaseModel):
     results: list[dict[str, dict[str, Any]]] = Field(
         description="One entry per text, in order: task name -> that task's result."
     )
     timing: Timing
     model: str
+    anonymized: list[AnonymizedText] | None = Field(
+        None, description="With `anonymize`: one entry per text, in order.")
 
 
 class TaskInfo(BaseModel):
