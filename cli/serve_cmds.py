@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import app
+from cli.ray_auth import ClusterJoinError, prepare_join
 from cluster.serve_config import (
     DEFAULT_SERVE_CONFIG_PATH,
     SCHEDULER_DEPLOYMENT,
@@ -30,6 +31,7 @@ from cluster.serve_config import (
 )
 
 console = Console()
+err_console = Console(stderr=True)
 DEFAULT_BUNDLE = Path("bundles/default")
 SAMPLE_TEXT = "Apple shares rose 5% in London after the company opened a new store in Paris."
 
@@ -70,6 +72,18 @@ def sample_curl(url: str, tasks: list[str], cacert: str | None = None) -> str:
 HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
+def join_ray(address: str, **init_kwargs) -> None:
+    """`ray.init(address=...)` with this process's token authentication set to match the cluster
+    (cli/ray_auth.py): a missing or rejected token is a ClusterJoinError saying what to set, at
+    once, not Ray's ~20 s of "InvalidAuthToken" retries."""
+    import ray  # noqa: PLC0415
+
+    note = prepare_join(address)
+    if note:
+        err_console.print(f"[dim]{note}[/dim]")
+    ray.init(address=address, log_to_driver=False, **init_kwargs)
+
+
 def connect_ray(address: str | None, num_cpus: int | None, ingress: str = "proxy") -> None:
     """Join `address`, or start a local Ray owned by this process (it ends with it)."""
     import ray  # noqa: PLC0415
@@ -90,7 +104,7 @@ def connect_ray(address: str | None, num_cpus: int | None, ingress: str = "proxy
         ray.init(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, 4), include_dashboard=False,
                  log_to_driver=False)
     else:
-        ray.init(address=address, log_to_driver=False)
+        join_ray(address)
 
 
 def deploy(config: ServeConfig) -> str:
@@ -143,7 +157,11 @@ def serve(
                       "`ray start --head`, then `mtc serve --address auto --detach` (or run `mtc serve` "
                       "in the background, as ./quickstart does)")
         raise typer.Exit(2)
-    connect_ray(address, num_cpus, cfg.http.ingress)
+    try:
+        connect_ray(address, num_cpus, cfg.http.ingress)
+    except (ClusterJoinError, ConnectionError) as err:
+        console.print(f"[red]error:[/red] cannot join the Ray cluster: {err}")
+        raise typer.Exit(1) from None
     console.print(f"deploying {cfg.app_name} (bundle {cfg.bundle}) ...")
     url = deploy(cfg)
     console.print(f"[green]serving[/green] at {url}  (docs: {url}/docs)")
@@ -249,9 +267,7 @@ def status(
         if url:
             stats = _http_stats(url)
         else:
-            import ray  # noqa: PLC0415
-
-            ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+            join_ray(address, ignore_reinit_error=True)
             replica_table = _replica_table(app_name)
             if replica_table is None:
                 console.print(f"[red]no Serve application {app_name!r} on this cluster[/red]")
@@ -259,6 +275,9 @@ def status(
             stats = _scheduler_stats(app_name)
     except typer.Exit:
         raise
+    except ClusterJoinError as err:
+        console.print(f"[red]error:[/red] cannot join the Ray cluster: {err}")
+        raise typer.Exit(1) from None
     except Exception as err:  # noqa: BLE001 - a CLI reports, it does not trace back
         console.print(f"[red]error:[/red] cannot read status: {err}")
         raise typer.Exit(1) from None
