@@ -8,11 +8,8 @@ answer, 200: the batch in flight is retried, and the rest are held while the poo
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 
-import httpx
 import pytest
 import ray
 from ray import serve
@@ -21,6 +18,7 @@ from ray.cluster_utils import Cluster
 from cluster.app import build_application
 from cluster.serve_config import ENCODER_DEPLOYMENT, parse_serve_config
 from tests.net import free_port
+from tests.steady_load import SteadyLoad
 
 pytestmark = pytest.mark.ray
 APP = "mtc-node-loss"
@@ -64,44 +62,21 @@ def test_losing_the_encoders_node_under_load_loses_no_request(cluster, tiny_bund
     victim_id = _encoder_node(APP)
     victim = next(w for w in workers if w.node_id == victim_id)
 
-    answers: Counter = Counter()
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def caller():
-        with httpx.Client(timeout=90) as client:
-            while not stop.is_set():
-                try:
-                    r = client.post(base + "/v1/predict", json={
-                        "texts": "Shares rose in London.", "tasks": ["topic"], "priority": "interactive",
-                        "deadline_ms": 45_000})
-                    answers[r.status_code] += 1
-                    if r.status_code != 200:
-                        errors.append(r.text[:300])
-                except httpx.HTTPError as err:
-                    answers["no answer"] += 1
-                    errors.append(repr(err))
-
-    threads = [threading.Thread(target=caller) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(3)
-    before = sum(answers.values())
-    ray_cluster.remove_node(victim, allow_graceful=False)  # a crash, not a drain
-    deadline = time.monotonic() + 120
-    moved = None
-    while time.monotonic() < deadline:
-        try:
-            moved = _encoder_node(APP)
-        except Exception:  # noqa: BLE001 - no replica yet
-            moved = None
-        if moved not in (None, victim_id) and sum(answers.values()) > before + 20:
-            break
-        time.sleep(1)
-    time.sleep(2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=120)
-    print(f"answers while the encoder's node was lost and the replica moved: {dict(answers)}")
+    with SteadyLoad(base, deadline_ms=45_000) as load:
+        time.sleep(3)
+        before = load.total()
+        ray_cluster.remove_node(victim, allow_graceful=False)  # a crash, not a drain
+        deadline = time.monotonic() + 120
+        moved = None
+        while time.monotonic() < deadline:
+            try:
+                moved = _encoder_node(APP)
+            except Exception:  # noqa: BLE001 - no replica yet
+                moved = None
+            if moved not in (None, victim_id) and load.total() > before + 20:
+                break
+            time.sleep(1)
+        time.sleep(2)
+    print(f"answers while the encoder's node was lost and the replica moved: {dict(load.answers)}")
     assert moved not in (None, victim_id), "the encoder replica did not move to the other GPU node"
-    assert set(answers) == {200}, (dict(answers), errors[:5])
+    assert set(load.answers) == {200}, load.summary()

@@ -10,9 +10,7 @@
 """
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ from ray import serve
 from cluster.app import build_application
 from cluster.serve_config import ENCODER_DEPLOYMENT, GATEWAY_DEPLOYMENT, SCHEDULER_DEPLOYMENT, parse_serve_config
 from tests.net import free_port
+from tests.steady_load import SteadyLoad
 
 pytestmark = pytest.mark.ray
 
@@ -110,45 +109,21 @@ def test_killing_a_replica_under_load_loses_no_request(cluster, tiny_bundle, dep
     assert _predict(url, 10_000).status_code == 200
     victim = _replica_actor(name, deployment)
     assert victim is not None
-
-    answers: Counter = Counter()
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def caller():  # closed loop, one request at a time: steady load without overload
-        with httpx.Client(timeout=60) as client:
-            while not stop.is_set():
-                try:
-                    r = client.post(url + "/v1/predict", json={
-                        "texts": "Shares rose in London.", "tasks": ["topic"], "priority": "interactive",
-                        "deadline_ms": 20_000})
-                    answers[r.status_code] += 1
-                    if r.status_code != 200:
-                        errors.append(r.text[:300])
-                except httpx.HTTPError as err:  # no answer at all: a lost request
-                    answers["no answer"] += 1
-                    errors.append(repr(err))
-
-    threads = [threading.Thread(target=caller) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(3)
-    before = sum(answers.values())
-    ray.kill(victim, no_restart=True)
-    # Serve starts a replacement; wait until it has served for a while, then stop the load.
-    _wait_for(lambda: _replica_actor(name, deployment) is not None and sum(answers.values()) > before + 20,
-              timeout_s=90)
-    time.sleep(2)
-    stop.set()
-    for t in threads:
-        t.join(timeout=90)
-    print(f"answers while the {deployment} replica was killed and replaced: {dict(answers)}")
+    with SteadyLoad(url) as load:
+        time.sleep(3)
+        before = load.total()
+        ray.kill(victim, no_restart=True)
+        # Serve starts a replacement; wait until it has served for a while, then stop the load.
+        _wait_for(lambda: _replica_actor(name, deployment) is not None and load.total() > before + 20,
+                  timeout_s=90)
+        time.sleep(2)
+    print(f"answers while the {deployment} replica was killed and replaced: {dict(load.answers)}")
     if deployment == GATEWAY_DEPLOYMENT:
         # Serve's proxy answers 500 for what was in flight on the killed ingress replica (it
         # retries only what never reached one): at most one per caller, each answered, none lost.
-        assert set(answers) <= {200, 500} and answers[500] <= len(threads), (dict(answers), errors[:5])
+        assert set(load.answers) <= {200, 500} and load.answers[500] <= load.callers, load.summary()
     else:
-        assert set(answers) == {200}, (dict(answers), errors[:5])
+        assert set(load.answers) == {200}, load.summary()
     serve.delete(name)
 
 
@@ -160,35 +135,12 @@ def test_a_redeploy_under_load_loses_no_request(cluster, tiny_bundle):
     name = "mtc-redeploy"
     serve.run(build_application(_config(tiny_bundle, name)), name=name, route_prefix="/" + name)
     url = f"{cluster}/{name}"
-    answers: Counter = Counter()
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def caller():
-        with httpx.Client(timeout=60) as client:
-            while not stop.is_set():
-                try:
-                    r = client.post(url + "/v1/predict", json={
-                        "texts": "Shares rose in London.", "tasks": ["topic"], "priority": "interactive",
-                        "deadline_ms": 30_000})
-                    answers[r.status_code] += 1
-                    if r.status_code != 200:
-                        errors.append(r.text[:300])
-                except httpx.HTTPError as err:
-                    answers["no answer"] += 1
-                    errors.append(repr(err))
-
-    threads = [threading.Thread(target=caller) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(3)
-    changed = _config(tiny_bundle, name).model_dump()
-    changed["scheduler"]["config"] = {"max_retries": 1}
-    serve.run(build_application(parse_serve_config(changed)), name=name, route_prefix="/" + name)
-    time.sleep(5)
-    stop.set()
-    for t in threads:
-        t.join(timeout=90)
-    print(f"answers across a redeploy: {dict(answers)}")
-    assert set(answers) == {200}, (dict(answers), errors[:5])
+    with SteadyLoad(url, deadline_ms=30_000) as load:
+        time.sleep(3)
+        changed = _config(tiny_bundle, name).model_dump()
+        changed["scheduler"]["config"] = {"max_retries": 1}
+        serve.run(build_application(parse_serve_config(changed)), name=name, route_prefix="/" + name)
+        time.sleep(5)
+    print(f"answers across a redeploy: {dict(load.answers)}")
+    assert set(load.answers) == {200}, load.summary()
     serve.delete(name)

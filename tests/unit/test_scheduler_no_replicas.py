@@ -8,6 +8,7 @@ from scheduler.pools import LocalPool, ReplicaLost, ServeHandlePool
 from scheduler.request import Status
 from tests.unit.test_scheduler_actor import FakeReplica, config, job, run
 from tests.unit.test_scheduler_admission import PARAMS, POOL, view
+from tests.unit.test_scheduler_pools import RemoteMethod
 
 
 def test_admission_holds_a_request_when_no_replica_is_live():
@@ -55,14 +56,6 @@ def test_readiness_names_the_pool_without_replicas():
     assert not unattached and "no replica pool" in unattached.reason
 
 
-class _Method:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def remote(self, payloads):
-        return self.fn(payloads)
-
-
 class LosingHandle:
     """Shaped like a Serve DeploymentHandle whose replica died under the call."""
 
@@ -73,7 +66,7 @@ class LosingHandle:
             from ray.exceptions import RayActorError
 
             raise RayActorError()
-        self.run_batch = _Method(run_batch)
+        self.run_batch = RemoteMethod(run_batch)
 
 
 def test_serve_pool_readiness_carries_serves_message_and_asks_again_after_a_lost_replica():

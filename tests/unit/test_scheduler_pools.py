@@ -27,12 +27,14 @@ def test_local_pool_routes_to_the_least_loaded_replica():
     assert pool.load == [0, 0, 0]
 
 
-class _Method:
+class RemoteMethod:
+    """`handle.method.remote(x)` shaped: returns the coroutine `fn(x)` (awaitable, like a response)."""
+
     def __init__(self, fn):
         self.fn = fn
 
-    def remote(self, payloads):
-        return self.fn(payloads)
+    def remote(self, *args):
+        return self.fn(*args)
 
 
 class FakeDeploymentHandle:
@@ -43,7 +45,7 @@ class FakeDeploymentHandle:
     def __init__(self):
         async def run(payloads):
             return [p * 2 for p in payloads]
-        self.run_batch = _Method(run)
+        self.run_batch = RemoteMethod(run)
 
 
 def test_serve_handle_pool_uses_the_given_replica_count():
@@ -69,7 +71,7 @@ class RaisingHandle(FakeDeploymentHandle):
     def __init__(self, err):
         async def run(payloads):
             raise err
-        self.run_batch = _Method(run)
+        self.run_batch = RemoteMethod(run)
 
 
 def test_serve_pool_tells_a_lost_replica_from_an_error_the_replica_raised():

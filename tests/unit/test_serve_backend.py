@@ -8,19 +8,12 @@ import pytest
 
 import cluster.serve_backend as sb
 from scheduler.request import Job, Outcome, Status
+from tests.unit.test_scheduler_pools import RemoteMethod
 
 
 def job(deadline_ms=2000):
     return Job(tasks=("t",), pool="encoder", priority="interactive", deadline_ms=deadline_ms,
                num_tokens=4, payload=1, received_at_s=time.time())
-
-
-class _Method:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def remote(self, jobs):
-        return self.fn(jobs)
 
 
 class Scheduler:
@@ -38,7 +31,7 @@ class Scheduler:
             if isinstance(step, BaseException):
                 raise step
             return [Outcome(Status.DONE, result="r") for _ in jobs]
-        self.submit_many = _Method(submit_many)
+        self.submit_many = RemoteMethod(submit_many)
 
 
 def run(coro):
@@ -94,7 +87,7 @@ def test_jobs_a_stopping_scheduler_gave_back_go_to_its_replacement(monkeypatch):
                     self.calls += 1
                     return [Outcome(Status.FAILED, None, SHUT_DOWN_ERROR) for _ in jobs]
                 return await real(jobs)
-            self.submit_many = _Method(submit_many)
+            self.submit_many = RemoteMethod(submit_many)
 
     scheduler = Stopping()
     outs = run(sb.ServeBackend(scheduler).submit_many([job()]))
