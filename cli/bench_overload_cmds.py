@@ -1,5 +1,6 @@
-"""`mtc bench overload` and `mtc bench cpu`: the front door under overload, and what each request
-costs in CPU along its path (bench/overload.py, bench/cpu_profile.py)."""
+"""`mtc bench overload`, `mtc bench cpu` and `mtc bench soak`: the front door under overload, what
+each request costs in CPU along its path, and memory and attainment under sustained overload
+(bench/overload.py, bench/cpu_profile.py, bench/soak.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,3 +47,29 @@ def bench_cpu(
 
     _bundle_or_exit(bundle)
     typer.echo(format_costs(run_cpu_profile(str(bundle), requests)))
+
+
+@bench_app.command("soak")
+def bench_soak(
+    bundle: Path = typer.Argument(Path("bundles/default"), help="Bundle directory to serve."),
+    duration_s: float = typer.Option(1200.0, "--duration-s", help="Seconds of load, warm-up included."),
+    multiple: float = typer.Option(3.0, "--multiple", help="Offered load, in multiples of the capacity."),
+    sample_s: float = typer.Option(10.0, "--sample-s", help="Seconds between RSS samples (= attainment window)."),
+    warmup_s: float = typer.Option(120.0, "--warmup-s", help="Seconds of load before memory and attainment count."),
+    capacity: float = typer.Option(None, "--capacity", help="Capacity in req/s: skip measuring it."),
+    capacity_stack: str = typer.Option("plain", "--capacity-stack",
+                                       help="Whose capacity to measure: plain (@serve.batch, as `bench overload`) or ours."),
+    interactive_frac: float = typer.Option(0.2, "--interactive-frac", min=0.0, max=1.0, help="Share of interactive requests."),
+    deadline_ms: float = typer.Option(1000.0, "--deadline-ms", help="Interactive deadline."),
+    tolerance: float = typer.Option(0.10, "--tolerance", help="Allowed RSS growth after warm-up (0.10 = 10 %)."),
+    report: Path = typer.Option(Path("bench/reports/soak.md"), "--report", help="Report path (+ .png, .json)."),
+) -> None:
+    """Soak at N x capacity: RSS of every Ray/Serve process and interactive attainment over time."""
+    from bench.soak import run_soak  # noqa: PLC0415
+
+    _bundle_or_exit(bundle)
+    if capacity_stack not in ("plain", "ours"):
+        raise typer.BadParameter(f"--capacity-stack must be plain or ours, got {capacity_stack!r}")
+    run_soak(str(bundle), str(report), duration_s=duration_s, multiple=multiple, sample_s=sample_s,
+             warmup_s=warmup_s, capacity_rps=capacity, capacity_stack=capacity_stack,
+             interactive_frac=interactive_frac, deadline_ms=deadline_ms, tolerance=tolerance)
