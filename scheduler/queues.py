@@ -26,6 +26,8 @@ from scheduler.request import Request
 FRONT = -1  # level of the retry lane
 
 
+COMPACT_SLACK = 1024  # dead heap entries tolerated beyond the live ones (see PoolQueue._compact)
+
 class PoolQueue:
     def __init__(self, config: SchedulerConfig, pool: PoolConfig | None = None):
         self.fifo = config.queue_policy == "fifo"
@@ -110,7 +112,20 @@ class PoolQueue:
         if not self._req:
             self.max_tokens = 0
             self.max_group = 0
+        if len(self._expiry) > 2 * len(self._req) + COMPACT_SLACK:
+            self._compact()
         return req
+
+    def _compact(self) -> None:
+        """Rebuild the heaps from the live requests. Stale entries leave a heap only when they
+        reach its top, and a dispatched batch request's expiry entry sits under its 600 s deadline:
+        at 70 req/s the heaps held ~40,000 dead entries (a soak saw the scheduler grow ~1 MB a
+        minute). Rebuilt when dead entries outnumber live ones: O(live), amortized O(1) per removal."""
+        live = self._req.values()
+        self._expiry = [(r.deadline, r.seq, r.id) for r in live]
+        self._arrivals = [(r.arrival, r.seq, r.id) for r in live]
+        heapq.heapify(self._expiry)
+        heapq.heapify(self._arrivals)
 
     def _promoted(self, level: int, req: Request, sign: int) -> None:
         self.promoted_by_level[level] += sign

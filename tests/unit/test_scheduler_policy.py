@@ -190,3 +190,19 @@ def test_front_lane_for_retries():
     q.push(req(1, deadline=1.0))
     q.push_front([req(2, "batch", deadline=99.0), req(3, "batch", deadline=98.0)])
     assert ids(q.top(3, now=0.0)) == [2, 3, 1]
+
+
+def test_removed_requests_do_not_stay_in_the_queues_heaps():
+    """Dispatched requests used to leave their heap entries until those reached the top: a batch
+    request's for its whole 600 s deadline (the scheduler grew ~1 MB a minute in the soak)."""
+    from scheduler.queues import COMPACT_SLACK
+
+    q = PoolQueue(CFG)
+    n = 5 * COMPACT_SLACK
+    for i in range(n):
+        q.push(req(i, deadline=600.0 + i))
+    q.push(req(n, deadline=1.0))  # a live entry at the top: stale ones below never surface
+    for i in range(n):
+        q.remove(i)
+    assert len(q) == 1 and q.next_deadline() == 1.0 and q.oldest_arrival() is not None
+    assert len(q._expiry) <= 2 * len(q) + COMPACT_SLACK and len(q._arrivals) <= 2 * len(q) + COMPACT_SLACK
