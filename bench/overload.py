@@ -287,6 +287,7 @@ def run_overload(
     check_tools(probe)
     if PLAIN not in stacks and (multiples or multi_texts):
         raise ValueError("(ii) and (iii) are multiples of the plain stack's capacity: keep 'plain' in stacks")
+    shown_bundle = str(bundle_path)  # as given: the report must not carry this machine's paths
     bundle_path = str(Path(bundle_path).expanduser().resolve())
     tasks = list(load_bundle(bundle_path, weights=False).tasks)
     multi_task_list = tasks[:multi_tasks]
@@ -294,7 +295,7 @@ def run_overload(
     cores = os.cpu_count() or 1
     started = time.time()
     results: dict[str, Any] = {
-        "bundle": bundle_path, "tasks": tasks, "cores": cores, "duration_s": duration_s,
+        "bundle": shown_bundle, "tasks": tasks, "cores": cores, "duration_s": duration_s,
         "connections": list(connections), "multiples": list(multiples), "interactive_frac": interactive_frac,
         "deadline_ms": deadline_ms, "probe_rps": probe_rps, "probe": probe, "client_timeout_s": client_timeout_s,
         "multi": {"texts": multi_texts, "tasks": multi_task_list, "multiple": multi_multiple},

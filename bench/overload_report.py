@@ -137,6 +137,18 @@ def plot(results: dict, path: Path) -> Path:
         axes[0][col].set_ylabel("interactive within deadline (%)")
         axes[1][col].bar(names, [row["stacks"][n]["throughput_rps"] for n in names], color=[colors[n] for n in names])
         axes[1][col].set_ylabel("requests/s answered 200")
+    return save_figure(fig, path)
+
+
+def command_line(fallback: str) -> str:
+    """The `mtc ...` command this process runs (for a report), or `fallback` when called from code."""
+    argv = sys.argv[1:]
+    return "mtc " + " ".join(shlex.quote(a) for a in argv) if argv else fallback
+
+
+def save_figure(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -145,8 +157,7 @@ def plot(results: dict, path: Path) -> Path:
 
 
 def _command() -> str:
-    argv = sys.argv[1:]
-    return "mtc " + " ".join(shlex.quote(a) for a in argv) if argv else "bench.overload.run_overload(...)"
+    return command_line("bench.overload.run_overload(...)")
 
 
 def write_report(results: dict, report: Path, command: str | None = None) -> Path:

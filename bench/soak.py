@@ -215,13 +215,14 @@ def run_soak(
         raise ValueError(f"capacity_stack must be {PLAIN!r} or {OURS!r}, got {capacity_stack!r}")
     if capacity_rps is None:
         check_tools()
+    shown_bundle = str(bundle_path)  # as given: the report must not carry this machine's paths
     bundle_path = str(Path(bundle_path).expanduser().resolve())
     texts = sample_texts()
     cores = os.cpu_count() or 1
     ray_cpus = ray_cpus or max(cores, 4)
     started = time.time()
     results: dict[str, Any] = {
-        "bundle": bundle_path, "cores": cores, "duration_s": duration_s, "multiple": multiple,
+        "bundle": shown_bundle, "cores": cores, "duration_s": duration_s, "multiple": multiple,
         "sample_s": sample_s, "warmup_s": warmup_s, "interactive_frac": interactive_frac,
         "deadline_ms": deadline_ms, "client_timeout_s": client_timeout_s, "tolerance": tolerance,
         "target": target, "seed": seed, "capacity_stack": capacity_stack if capacity_rps is None else "given",

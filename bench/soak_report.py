@@ -4,12 +4,12 @@ time). `summarize` is pure (results dict in, figures out)."""
 from __future__ import annotations
 
 import math
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.overload_report import command_line, save_figure
 
 # Answers that are the design working, not errors: 200, 429 (refused at the front door: load
 # shedding) and 504 (deadline expired before it could be served). Both are attainment misses.
@@ -211,18 +211,13 @@ def plot(results: dict, path: Path) -> Path:
         ax.axvspan(0, warm, color="#dddddd", alpha=0.5, lw=0)
         ax.grid(alpha=0.3)
     ax_m.text(warm / 2, 0.02, "warm-up", transform=ax_m.get_xaxis_transform(), ha="center", fontsize=7, color="#666")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- markdown
 
 def _command() -> str:
-    argv = sys.argv[1:]
-    return "mtc " + " ".join(shlex.quote(a) for a in argv) if argv else "bench.soak.run_soak(...)"
+    return command_line("bench.soak.run_soak(...)")
 
 
 def _g(x: float | None) -> str:

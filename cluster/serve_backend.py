@@ -58,7 +58,8 @@ class ServeBackend:
         while True:
             left = give_up - time.time()
             try:
-                outcomes = await asyncio.wait_for(self._submit_many(jobs), max(0.0, left) + SCHEDULER_GRACE_S)
+                async with asyncio.timeout(max(0.0, left) + SCHEDULER_GRACE_S):  # no extra task per call
+                    outcomes = await self._submit_many(jobs)
                 if not any(o.error == SHUT_DOWN_ERROR for o in outcomes):
                     return outcomes
                 why = "stopping"  # a redeploy or scale-down: its replacement takes the jobs

@@ -119,7 +119,7 @@ class BatchRunner:
                 self._finish(r.id, Status.FAILED, now,
                              error=f"the replica failed on this input: {type(e).__name__}: {e}")
             return
-        for part in self.core.split(d.pool, live, now):
+        for part in self.core.split(d.pool, live):
             self._start(part, now)
 
     def _expire_overdue(self, now: float) -> float:

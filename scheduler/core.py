@@ -275,7 +275,7 @@ class SchedulerCore:
         self.inflight[d.pool] -= 1
         self._hold.pop(d.pool, None)
 
-    def split(self, pool: str, members: list[Request], now: float | None = None) -> list[Dispatch]:
+    def split(self, pool: str, members: list[Request]) -> list[Dispatch]:
         """The halves of a batch that failed on a live replica, each its own dispatch (bisection:
         a row that breaks the model ends alone in log2(n) rounds, and the rest are answered on the
         way). They run at once: they were already chosen, and retries are not spent on them."""

@@ -51,12 +51,13 @@ class Served:
         return handle.counters.remote().result(timeout_s=30)
 
 
-def _wait_ready(url: str, timeout_s: float = 120) -> None:
+def _wait_ready(url: str, timeout_s: float = 120, verify=True) -> None:
+    """Poll GET /healthz until 200 (`verify`: httpx's, e.g. an SSLContext trusting a test certificate)."""
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
         try:
-            r = httpx.get(url + "/healthz", timeout=5)
+            r = httpx.get(url + "/healthz", timeout=5, verify=verify)
             if r.status_code == 200:
                 return
             last = f"{r.status_code} {r.text[:200]}"

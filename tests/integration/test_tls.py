@@ -6,7 +6,6 @@ answers; plain HTTP on the same port gets none; a client trusting only the usual
 import datetime
 import ipaddress
 import ssl
-import time
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from cli.serve_cmds import connect_ray, deploy
 from cluster.serve_config import parse_serve_config
+from tests.e2e.conftest import _wait_ready
 from tests.net import free_port
 
 pytestmark = pytest.mark.ray
@@ -67,26 +67,11 @@ def served(tiny_bundle, tmp_path_factory):
     connect_ray(None, 4, config.http.ingress)
     try:
         url = deploy(config)
-        wait_healthy(url, trust_served_cert)
+        _wait_ready(url, 90, verify=trust_served_cert)
         yield url, trust_served_cert
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-def wait_healthy(url: str, verify: ssl.SSLContext, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(url + "/healthz", verify=verify, timeout=5)
-            if r.status_code == 200:
-                return
-            last = f"{r.status_code} {r.text[:200]}"
-        except httpx.HTTPError as err:
-            last = repr(err)
-        time.sleep(0.5)
-    raise RuntimeError(f"served app not healthy over HTTPS after {timeout_s:.0f} s: {last}")
 
 
 def test_a_client_trusting_the_certificate_is_served(served):
