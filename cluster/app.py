@@ -41,7 +41,8 @@ logger = logging.getLogger("ray.serve")
 class Scheduler:
     """One replica owning the queues; the pools are Serve handles it dispatches batches to."""
 
-    def __init__(self, scheduler_config: dict, encoder: Any, generator: Any | None = None):
+    def __init__(self, scheduler_config: dict, encoder: Any, generator: Any | None = None,
+                 bundle_path: str | None = None):
         from scheduler.actor import SchedulerActor  # noqa: PLC0415
         from scheduler.pools import as_pool  # noqa: PLC0415
 
@@ -51,6 +52,12 @@ class Scheduler:
             self.handles[GENERATOR_POOL] = generator
         pools = {name: as_pool(handle) for name, handle in self.handles.items()}
         self.actor = SchedulerActor(config, pools)
+        self.bundle_path = bundle_path
+
+    async def serving_bundle(self) -> str | None:
+        """The bundle the encoder pool serves: batch jobs (cluster/jobs) tokenize and post-process
+        with the same tokenizer and task specs as the gateway, so their rows equal HTTP answers."""
+        return self.bundle_path
 
     async def submit(self, job):
         return (await self.submit_many([job]))[0]
@@ -138,7 +145,7 @@ def build_application(config: ServeConfig, *, encoder: Any | None = None) -> App
         generator = generator_deployment(config)
     settings = _gateway_settings(config)
     scheduler = Scheduler.options(**config.scheduler.deployment_options()).bind(
-        config.scheduler.config, encoder, generator
+        config.scheduler.config, encoder, generator, bundle_path
     )
     return Gateway.options(**config.gateway.deployment_options()).bind(
         scheduler, bundle_path, settings, generator

@@ -157,21 +157,33 @@ class Edge:
 
     # ------------------------------------------------------------ the request path
 
-    async def run(self, texts: list[str], tasks: list[str], priority: str,
-                  deadline_ms: float | None) -> EdgeResult:
-        per_text = [tasks] * len(texts)
-        if sum(len(t) for t in texts) >= _INLINE_TOKENIZE_CHARS:
-            encs = await to_thread.run_sync(self.bundle.tokenize, texts, per_text)
-        else:
-            encs = self.bundle.tokenize(texts, per_text)
-        arrival = current_arrival()
-        received = arrival.wall_s if arrival is not None else None
+    def encode_jobs(self, texts: list[str], tasks: list[str], priority: str, deadline_ms: float | None,
+                    received_at_s: float | None, encs: list | None = None) -> tuple[list, list[Job]]:
+        """(the texts' encodings, one encoder `Job` per text): the gateway's and batch jobs' one
+        way in (cluster/jobs), so both tokenize and ask the scheduler alike."""
+        if encs is None:
+            encs = self.bundle.tokenize(texts, [tasks] * len(texts))
         jobs = [
             Job(tasks=tuple(tasks), pool=self.settings.encoder_pool, priority=priority,
                 deadline_ms=deadline_ms, num_tokens=enc.num_tokens,
-                payload=EncoderPayload(tuple(enc.input_ids), tuple(tasks)), received_at_s=received)
+                payload=EncoderPayload(tuple(enc.input_ids), tuple(tasks)), received_at_s=received_at_s)
             for enc in encs
         ]
+        return encs, jobs
+
+    def results_of(self, text: str, enc: Any, outcome: Any, tasks: list[str]) -> tuple[dict, dict]:
+        """(raw head outputs, post-processed results) of one text's DONE outcome, per task."""
+        raw = {t: np.asarray(outcome.result[t]) for t in tasks}
+        return raw, {t: self.bundle.postprocess(t, raw[t], enc, text) for t in tasks}
+
+    async def run(self, texts: list[str], tasks: list[str], priority: str,
+                  deadline_ms: float | None) -> EdgeResult:
+        encs = None
+        if sum(len(t) for t in texts) >= _INLINE_TOKENIZE_CHARS:
+            encs = await to_thread.run_sync(self.bundle.tokenize, texts, [tasks] * len(texts))
+        arrival = current_arrival()
+        received = arrival.wall_s if arrival is not None else None
+        encs, jobs = self.encode_jobs(texts, tasks, priority, deadline_ms, received, encs)
         submitted = time.monotonic()
         edge_ms = 1000.0 * (submitted - arrival.mono_s) if arrival is not None else 0.0
         try:
@@ -191,9 +203,9 @@ class Edge:
             raise error
         raws, results = [], []
         for text, enc, outcome in zip(texts, encs, outcomes):
-            raw = {t: np.asarray(outcome.result[t]) for t in tasks}
+            raw, result = self.results_of(text, enc, outcome, tasks)
             raws.append(raw)
-            results.append({t: self.bundle.postprocess(t, raw[t], enc, text) for t in tasks})
+            results.append(result)
         return EdgeResult(
             results=results,
             raw=raws,
