@@ -238,8 +238,9 @@ def write_report(results: dict, report: Path, command: str | None = None) -> Pat
     load = [x["loadavg_1m"] for x in results["samples"] if "loadavg_1m" in x]
     load_note = (f" Machine load average (1 min) during the run: min {min(load):.1f}, median "
                  f"{float(np.median(load)):.1f}, max {max(load):.1f} on {results['cores']} cores"
-                 + (" (other work was running on the machine beside this benchmark)." if max(load) > 1.5 * results["cores"]
-                    else ".") if load else "")
+                 + (" (the load average counts this benchmark's own runnable threads too: above the cores, the "
+                    "stack itself was saturated; it cannot tell whether other work ran beside it)."
+                    if max(load) > 1.5 * results["cores"] else ".") if load else "")
     lines = [
         "# Soak benchmark (`mtc bench soak`)",
         "",
