@@ -150,3 +150,13 @@ def prepare_join(address: str, connect_timeout_s: float = 5.0) -> str | None:
         raise ClusterJoinError(
             f"the Ray cluster at {gcs} rejected the token from {source}: {WHERE_THE_TOKEN_IS}")
     return note
+
+
+def prepare_jobs_api() -> str | None:
+    """Token mode for the Jobs API (`mtc submit`, `mtc jobs`): the dashboard asks for the token as
+    the GCS does, and Ray's SDK sends it only with RAY_AUTH_MODE=token. With a token here and the
+    mode unset, turn it on for this process (a dashboard without authentication ignores it)."""
+    if os.environ.get(AUTH_MODE_ENV) or token_source() is None:
+        return None
+    _set_auth_mode("token")
+    return f"sending the Ray token from {token_source()} to the Jobs API"

@@ -146,14 +146,18 @@ class Edge:
                 413, f"{len(texts)} texts in one request; the limit is {s.max_texts_per_request}: split it"
             )
         for i, text in enumerate(texts):
-            if not text.strip():
-                raise ApiError(422, f"'{field}[{i}]' is empty or whitespace; send non-empty text")
-            if len(text) > s.max_text_chars:
-                raise ApiError(
-                    413, f"'{field}[{i}]' has {len(text)} characters; the limit is {s.max_text_chars}"
-                )
-            if not text.isascii():
-                _check_unicode(text, f"{field}[{i}]")
+            self.check_text(text, f"{field}[{i}]")
+
+    def check_text(self, text: str, where: str) -> None:
+        """One text: not empty, within max_text_chars, valid Unicode (batch jobs check each record so)."""
+        if not text.strip():
+            raise ApiError(422, f"'{where}' is empty or whitespace; send non-empty text")
+        if len(text) > self.settings.max_text_chars:
+            raise ApiError(
+                413, f"'{where}' has {len(text)} characters; the limit is {self.settings.max_text_chars}"
+            )
+        if not text.isascii():
+            _check_unicode(text, where)
 
     # ------------------------------------------------------------ the request path
 
@@ -171,9 +175,10 @@ class Edge:
         ]
         return encs, jobs
 
-    def results_of(self, text: str, enc: Any, outcome: Any, tasks: list[str]) -> tuple[dict, dict]:
-        """(raw head outputs, post-processed results) of one text's DONE outcome, per task."""
-        raw = {t: np.asarray(outcome.result[t]) for t in tasks}
+    def results_of(self, text: str, enc: Any, heads: Any, tasks: list[str]) -> tuple[dict, dict]:
+        """(raw head outputs, post-processed results) per task, from one text's head outputs (a DONE
+        outcome's `result`, or `Bundle.run_heads`' row)."""
+        raw = {t: np.asarray(heads[t]) for t in tasks}
         return raw, {t: self.bundle.postprocess(t, raw[t], enc, text) for t in tasks}
 
     async def run(self, texts: list[str], tasks: list[str], priority: str,
@@ -203,7 +208,7 @@ class Edge:
             raise error
         raws, results = [], []
         for text, enc, outcome in zip(texts, encs, outcomes):
-            raw, result = self.results_of(text, enc, outcome, tasks)
+            raw, result = self.results_of(text, enc, outcome.result, tasks)
             raws.append(raw)
             results.append(result)
         return EdgeResult(
