@@ -1,6 +1,7 @@
-"""`mtc bench overload`, `mtc bench cpu` and `mtc bench soak`: the front door under overload, what
-each request costs in CPU along its path, and memory and attainment under sustained overload
-(bench/overload.py, bench/cpu_profile.py, bench/soak.py)."""
+"""`mtc bench overload`, `mtc bench cpu`, `mtc bench soak` and `mtc bench batch-job`: the front
+door under overload, what each request costs in CPU along its path, memory and attainment under
+sustained overload, and a batch job beside interactive callers (bench/overload.py,
+bench/cpu_profile.py, bench/soak.py, bench/batch_job_bench.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,3 +74,34 @@ def bench_soak(
     run_soak(str(bundle), str(report), duration_s=duration_s, multiple=multiple, sample_s=sample_s,
              warmup_s=warmup_s, capacity_rps=capacity, capacity_stack=capacity_stack,
              interactive_frac=interactive_frac, deadline_ms=deadline_ms, tolerance=tolerance)
+
+
+@bench_app.command("batch-job")
+def bench_batch_job(
+    bundle: Path = typer.Argument(Path("bundles/default"), help="The bundle the application serves (for the raw figure)."),
+    address: str = typer.Option("http://127.0.0.1:8265", "--address", help="Ray dashboard (Jobs API)."),
+    url: str = typer.Option("http://127.0.0.1:8000", "--url", help="The application's HTTP address."),
+    records: int = typer.Option(5000, "--records", min=100, help="Records per job."),
+    rate: float = typer.Option(10.0, "--rate", help="Interactive req/s at 1x."),
+    multiples: str = typer.Option("1,2,4", "--multiples", help="Interactive loads, in multiples of --rate."),
+    alone_s: float = typer.Option(15.0, "--alone-s", help="Seconds of interactive load alone, per rate."),
+    report: Path = typer.Option(Path("bench/reports/batch-job.md"), "--report", help="Report path (+ .png, .json)."),
+) -> None:
+    """A batch job beside interactive callers: its records/s against idle and raw capacity, and
+    interactive attainment with and without it, at 1x/2x/4x. Needs a running application:
+    `ray start --head` then `mtc serve BUNDLE --address auto --detach`."""
+    import tempfile  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from bench.batch_job_bench import run  # noqa: PLC0415
+    from bench.batch_job_report import table, write_report  # noqa: PLC0415
+
+    _bundle_or_exit(bundle)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mtc-batch-bench-") as work:
+        results = run(address, url, str(bundle), Path(work), records, rate,
+                      [float(m) for m in multiples.split(",")], alone_s)
+    results["elapsed_s"] = time.monotonic() - started
+    path = write_report(results, report)
+    typer.echo("\n".join(table(results)))
+    typer.echo(f"report: {path}")

@@ -36,6 +36,7 @@ log = logging.getLogger("mtc.batch")
 MAX_ATTEMPTS = 3  # scheduler calls that failed a record (a model error) before its error row
 MAX_BACKEND_ERRORS = 20  # consecutive calls that raised (no scheduler at all) before the job gives up
 BACKEND_ERROR_PAUSE_S = 1.0
+STOP_POLL_S = 0.25
 
 
 class BackendGone(RuntimeError):
@@ -198,7 +199,8 @@ class BatchDriver:
                     self.out(progress.line())
                     next_print = now + spec.progress_every_s
                 wake = min(next_print, window.paused_until_s if window.paused_until_s > now else next_print)
-                timeout = max(0.01, wake - now)
+                # at most STOP_POLL_S: a SIGTERM (Ray gives a few seconds before SIGKILL) is seen at once
+                timeout = min(STOP_POLL_S, max(0.01, wake - now))
                 if not inflight:
                     await asyncio.sleep(timeout)
                     continue

@@ -165,3 +165,16 @@ def test_parquet_output_has_one_row_per_record_with_the_results_as_json(tmp_path
     table = pq.read_table(tmp_path / "out.parquet")
     assert table.column_names == ["id", "line", "results"] and table.num_rows == 30
     assert set(json.loads(table.column("results")[0].as_py())) == set(TASKS)
+
+
+def test_input_and_output_may_be_fsspec_uris(tmp_path, random_bundle_path):
+    import fsspec
+
+    write_input(tmp_path / "in.jsonl", n=25)
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/jobs/in.jsonl", (tmp_path / "in.jsonl").read_bytes())
+    spec = JobSpec(input="memory://jobs/in.jsonl", output="memory://jobs/out.jsonl", id_field="key", part_records=10)
+    _, summary = run(spec, random_bundle_path, ScriptedBackend())
+    out = [json.loads(line) for line in fs.cat("/jobs/out.jsonl").decode().splitlines()]
+    assert summary.done == 25 and [r["id"] for r in out] == [f"k{i}" for i in range(25)]
+    assert fs.cat("/jobs/out.jsonl.errors.jsonl") == b"" and not fs.exists("/jobs/out.jsonl.parts")
