@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class Bench:
         self.input = write_input(work_dir / "input.jsonl", records, self.texts)
         self._runs = 0
 
-    def run_job(self) -> tuple[float, str]:
+    def run_job(self, yield_to_urgent: bool = True) -> tuple[float, str]:
         """Submit the job as `mtc submit` does, wait for it; (records/s, job id)."""
         from cli.ray_auth import prepare_jobs_api  # noqa: PLC0415
         from cluster.jobs.spec import JobSpec  # noqa: PLC0415
@@ -78,20 +79,24 @@ class Bench:
         prepare_jobs_api()
         self._runs += 1
         out = self.work_dir / f"out-{self._runs}.jsonl"
-        job_id = submit(JobSpec(input=str(self.input), output=str(out), id_field="id"), self.dashboard)
+        job_id = submit(JobSpec(input=str(self.input), output=str(out), id_field="id",
+                                yield_to_urgent=yield_to_urgent), self.dashboard)
         self.jobs.wait(job_id, timeout_s=1800, until=("SUCCEEDED",))
         rate = job_rate(self.jobs.logs(job_id))
-        self.say(f"[batch-job] job {job_id}: {rate:.1f} records/s")
+        yields = re.findall(r"refusals, ([\d,]+) yields", self.jobs.logs(job_id))
+        self.say(f"[batch-job] job {job_id}: {rate:.1f} records/s, {yields[-1] if yields else '?'} yields"
+                 + ("" if yield_to_urgent else " (--no-yield)"))
         return rate, job_id
 
-    def interactive(self, rate: float, seconds: float | None, with_job: bool) -> dict[str, Any]:
+    def interactive(self, rate: float, seconds: float | None, with_job: bool,
+                    yield_to_urgent: bool = True) -> dict[str, Any]:
         cpu0 = time.process_time()
         wall0 = time.monotonic()
         job_rate_ = None
         with PacedInteractive(self.url, rate, self.texts[:50]) as callers:
             if with_job:
                 time.sleep(2)
-                job_rate_, _ = self.run_job()
+                job_rate_, _ = self.run_job(yield_to_urgent)
                 time.sleep(1)
             else:
                 time.sleep(seconds or 15)
@@ -99,7 +104,7 @@ class Bench:
         calls = callers.calls
         row = {"rate": rate, "with_job": with_job, "sent": calls.sent, "on_time": calls.on_time,
                "attainment": calls.attainment, "p99_s": calls.p99_s(), "statuses": {str(k): v for k, v in calls.statuses.items()},
-               "job_rate": job_rate_, "seconds": wall,
+               "job_rate": job_rate_, "seconds": wall, "yield": yield_to_urgent,
                "client_cpu_share": (time.process_time() - cpu0) / (wall * (os.cpu_count() or 1))}
         self.say(f"[batch-job] {rate:g} interactive req/s {'beside the job' if with_job else 'alone'}: "
                  f"{calls.on_time}/{calls.sent} on time ({100 * calls.attainment:.2f} %), p99 "
@@ -108,7 +113,7 @@ class Bench:
 
 
 def run(dashboard: str, url: str, bundle: str, work_dir: Path, records: int, base_rate: float,
-        multiples: list[float], alone_s: float, say=print) -> dict[str, Any]:
+        multiples: list[float], alone_s: float, ab_rounds: int = 0, say=print) -> dict[str, Any]:
     work_dir.mkdir(parents=True, exist_ok=True)
     bench = Bench(dashboard, url, work_dir, records, say)
     raw = raw_rate(bundle, bench.texts)
@@ -123,5 +128,12 @@ def run(dashboard: str, url: str, bundle: str, work_dir: Path, records: int, bas
         phases.append({"multiple": m, "rate": rate, "alone": alone, "beside": beside, "leftover": leftover,
                        "share_of_leftover": beside["job_rate"] / leftover if leftover > 0 else None,
                        "share_of_raw": beside["job_rate"] / raw})
-    return {"records": records, "raw_rate": raw, "idle_rate": idle, "idle_share_of_raw": idle / raw,
+    # The yield rule's A/B: the job beside the highest interactive load, with and without it,
+    # alternated so that the machine's drift falls on both alike.
+    ab = []
+    for _ in range(ab_rounds):
+        for yield_to_urgent in (False, True):
+            ab.append(bench.interactive(base_rate * max(multiples), None, with_job=True,
+                                        yield_to_urgent=yield_to_urgent))
+    return {"ab": ab, "records": records, "raw_rate": raw, "idle_rate": idle, "idle_share_of_raw": idle / raw,
             "phases": phases, "cores": os.cpu_count(), "bundle": bundle, "dashboard": dashboard, "url": url}

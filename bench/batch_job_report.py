@@ -26,6 +26,19 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def ab_table(results: dict[str, Any]) -> list[str]:
+    """The yield rule on and off, alternated, beside the highest interactive load."""
+    if not results.get("ab"):
+        return []
+    lines = ["| round | yield to misses | interactive req/s | on time beside the job | p99 s | job records/s |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for i, row in enumerate(results["ab"]):
+        lines.append(f"| {i // 2 + 1} | {'on' if row['yield'] else 'off (--no-yield)'} | {row['rate']:g} "
+                     f"| {_pct(row['attainment'])} ({row['on_time']}/{row['sent']}) | {row['p99_s'] or 0:.3f} "
+                     f"| {row['job_rate']:.1f} |")
+    return ["", "The yield rule (cluster/jobs/flow.py), on and off in alternation:", "", *lines]
+
+
 def plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib  # noqa: PLC0415
 
@@ -75,7 +88,7 @@ def write_report(results: dict[str, Any], report: Path, command: str | None = No
         f"**{results['raw_rate']:.1f} records/s**",
         f"- **job alone** on the idle application: **{results['idle_rate']:.1f} records/s** "
         f"({_pct(results['idle_share_of_raw'])} of raw)", "",
-        *table(results), "",
+        *table(results), *ab_table(results), "",
         f"![batch job]({png.name})", "",
         "Leftover capacity is the idle job's records/s minus the interactive req/s (one text each), the "
         "issue's definition; it ignores what the gateway's per-request HTTP work costs beyond the model, so "

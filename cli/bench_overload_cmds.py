@@ -85,6 +85,8 @@ def bench_batch_job(
     rate: float = typer.Option(10.0, "--rate", help="Interactive req/s at 1x."),
     multiples: str = typer.Option("1,2,4", "--multiples", help="Interactive loads, in multiples of --rate."),
     alone_s: float = typer.Option(15.0, "--alone-s", help="Seconds of interactive load alone, per rate."),
+    ab_rounds: int = typer.Option(0, "--ab-rounds", min=0,
+                                  help="Rounds of the job with and without the yield rule, at the highest load."),
     report: Path = typer.Option(Path("bench/reports/batch-job.md"), "--report", help="Report path (+ .png, .json)."),
 ) -> None:
     """A batch job beside interactive callers: its records/s against idle and raw capacity, and
@@ -94,14 +96,14 @@ def bench_batch_job(
     import time  # noqa: PLC0415
 
     from bench.batch_job_bench import run  # noqa: PLC0415
-    from bench.batch_job_report import table, write_report  # noqa: PLC0415
+    from bench.batch_job_report import ab_table, table, write_report  # noqa: PLC0415
 
     _bundle_or_exit(bundle)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mtc-batch-bench-") as work:
         results = run(address, url, str(bundle), Path(work), records, rate,
-                      [float(m) for m in multiples.split(",")], alone_s)
+                      [float(m) for m in multiples.split(",")], alone_s, ab_rounds)
     results["elapsed_s"] = time.monotonic() - started
     path = write_report(results, report)
-    typer.echo("\n".join(table(results)))
+    typer.echo("\n".join(table(results) + ab_table(results)))
     typer.echo(f"report: {path}")

@@ -10,6 +10,8 @@ Design note, the core loop. One asyncio loop; each scheduler call carries one ch
   expired record goes back too (a batch deadline passing in the queue is load, not the record's
   fault); a failed one is tried MAX_ATTEMPTS times, then written as a non-final error row that a
   resume tries again. Nothing taken from the input is dropped: every record ends in a row.
+- *Yield*: every STATS_EVERY_S the scheduler's stats say whether a more urgent caller missed
+  since the last look; if one did, the window halves and sending pauses (cluster/jobs/flow.py).
 - *Commit* a part whenever part_records rows are buffered (cluster/jobs/parts.py); at the end,
   assemble the output. SIGTERM (`mtc jobs cancel`: Ray gives a few seconds before SIGKILL)
   commits what is buffered and stops; `--resume` goes on from there.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from cluster.http.errors import ApiError
-from cluster.jobs.flow import Window, on_done, on_refused
+from cluster.jobs.flow import YIELD_PAUSE_S, Window, on_done, on_refused, urgent_misses
 from cluster.jobs.parts import Done, PartStore, error_row, result_row
 from cluster.jobs.progress import Progress
 from cluster.jobs.records import BadRow, Record, count_rows, read_records
@@ -37,6 +39,7 @@ MAX_ATTEMPTS = 3  # scheduler calls that failed a record (a model error) before 
 MAX_BACKEND_ERRORS = 20  # consecutive calls that raised (no scheduler at all) before the job gives up
 BACKEND_ERROR_PAUSE_S = 1.0
 STOP_POLL_S = 0.25
+STATS_EVERY_S = 0.5  # how often the job reads the scheduler's counts of more urgent misses
 
 
 class BackendGone(RuntimeError):
@@ -51,6 +54,7 @@ class JobSummary:
     already: int  # done by an earlier run (resumed)
     seconds: float
     refusals: int
+    yields: int
     expired: int
     stopped: bool  # cancelled: parts committed, output not assembled yet
     output: str
@@ -63,7 +67,7 @@ class JobSummary:
         rate = (self.done - self.already) / self.seconds if self.seconds > 0 else 0.0
         return (f"[mtc-batch] done: {self.done:,} results ({self.already:,} from an earlier run), "
                 f"{self.errors:,} errors, of {self.total:,} rows in {self.seconds:.1f} s "
-                f"({rate:.1f} records/s this run), {self.refusals:,} refusals; "
+                f"({rate:.1f} records/s this run), {self.refusals:,} refusals, {self.yields:,} yields; "
                 f"output {self.output}, errors {self.errors_output}")
 
 
@@ -92,6 +96,7 @@ class BatchDriver:
         self._retry: collections.deque[Record] = collections.deque()
         self._attempts: collections.Counter[int] = collections.Counter()
         self._exhausted = False
+        self._misses: int | None = None  # more urgent classes' misses at the last look
 
     def stop(self) -> None:
         self.stopping = True
@@ -160,6 +165,26 @@ class BatchDriver:
             return on_refused(window, retry_after, self.clock())
         return on_done(window, finished)
 
+    async def _urgent_misses(self) -> int | None:
+        stats = getattr(self.edge.backend, "stats", None)
+        if stats is None:
+            return None
+        try:
+            return urgent_misses(await stats(), self.spec.priority)
+        except Exception as err:  # noqa: BLE001 - no stats is no signal, not a reason to stop
+            log.debug("scheduler stats unavailable: %s", type(err).__name__)
+            return None
+
+    def _yield_to(self, misses: int | None, progress: Progress, window: Window) -> Window:
+        """A new miss of a more urgent class since the last look: back off (the first look only sets the mark)."""
+        if misses is None:
+            return window
+        previous, self._misses = self._misses, misses
+        if previous is None or misses <= previous:
+            return window
+        progress.yields += 1
+        return on_refused(window, YIELD_PAUSE_S, self.clock())
+
     def _commit_if_full(self, force: bool = False) -> None:
         if self._buffer and (force or len(self._buffer) >= self.spec.part_records):
             self.store.commit(self._buffer)
@@ -181,6 +206,7 @@ class BatchDriver:
         inflight: dict[asyncio.Task, list[Record]] = {}
         backend_errors = 0
         next_print = self.clock()
+        next_stats, stats_task = self.clock(), None
         self._install_stop_signal()
         try:
             while not self.stopping:
@@ -194,6 +220,12 @@ class BatchDriver:
                     sending += len(chunk)
                 if not inflight and self._exhausted and not self._retry:
                     break
+                if stats_task is not None and stats_task.done():
+                    window = self._yield_to(stats_task.result(), progress, window)
+                    stats_task = None
+                if stats_task is None and now >= next_stats and spec.yield_to_urgent:
+                    stats_task = asyncio.create_task(self._urgent_misses())
+                    next_stats = now + STATS_EVERY_S
                 if now >= next_print:
                     progress.window = window.limit
                     self.out(progress.line())
@@ -224,7 +256,7 @@ class BatchDriver:
                     window = self._receive(chunk, encs, outcomes, progress, window)
                 self._commit_if_full()
         finally:
-            for task in inflight:
+            for task in [*inflight, *([stats_task] if stats_task else [])]:
                 task.cancel()
             self._commit_if_full(force=True)  # what is done stays done, however the loop ended
         progress.window = window.limit
@@ -239,7 +271,7 @@ class BatchDriver:
         else:
             results, errors = self.store.assemble()
         summary = JobSummary(progress.total, results, errors, progress.already, self.clock() - started,
-                             progress.refusals, progress.expired, stopped, self.spec.output,
+                             progress.refusals, progress.yields, progress.expired, stopped, self.spec.output,
                              self.spec.errors_output)
         self.out(summary.line())
         return summary

@@ -11,6 +11,15 @@ The rule, TCP's: every chunk that comes back done widens the window by chunk²/w
 for the refusal's Retry-After. A window of W records keeps about W/throughput seconds of work
 queued, so the job stays a short, refusable queue behind the interactive class: strict priority
 serves interactive first, and the window shrinks as refusals come. Pure: the driver owns time.
+
+Refusals alone were not enough (bench/reports/batch-job-before-yield.md): at 40 interactive
+req/s on 2 cores the job was never refused, yet 3.3 % of interactive calls missed their 1 s
+deadline. A batch of batch-class records holds the replica, and the model's threads compete
+with the gateway's, so the scheduler refused interactive calls it could not fit ("cannot meet
+deadline") and answered others late. So the job also yields, as a scavenger transport does
+(LEDBAT): `urgent_misses` reads the scheduler's cumulative counts of what more urgent callers
+got, and any new miss halves the window and pauses the job for YIELD_PAUSE_S, the idle gap
+in which the interactive calls get through.
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ from dataclasses import dataclass, replace
 
 MIN_PAUSE_S = 0.05  # a refusal with no Retry-After still pauses this long, so retries are not a spin
 MAX_PAUSE_S = 30.0
+YIELD_PAUSE_S = 1.0  # a miss of a more urgent class: the job stops sending this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +63,15 @@ def on_refused(w: Window, retry_after_s: float | None, now_s: float) -> Window:
     pause = min(MAX_PAUSE_S, max(MIN_PAUSE_S, retry_after_s or 0.0))
     return replace(w, limit=max(float(w.floor), w.limit / 2.0),
                    paused_until_s=max(w.paused_until_s, now_s + pause))
+
+
+def urgent_misses(stats: dict, priority: str) -> int:
+    """How many calls of the classes more urgent than `priority` missed so far (cumulative): late,
+    refused, expired or failed as the gateways counted them (`stats()["edge"]`), else as the
+    scheduler did (`stats()["classes"]`: refused, expired). Classes are listed most urgent first."""
+    edge, classes = stats.get("edge") or {}, stats.get("classes") or {}
+    names = list(classes) or list(edge)
+    urgent = names[:names.index(priority)] if priority in names else []
+    if edge:
+        return sum(int(edge.get(c, {}).get(k) or 0) for c in urgent for k in ("late", "refused", "expired", "failed"))
+    return sum(int(classes.get(c, {}).get(k) or 0) for c in urgent for k in ("refused", "expired"))

@@ -25,6 +25,7 @@ class Progress:
     errors: int = 0  # rows written to the errors file, this run
     refusals: int = 0  # scheduler calls refused (429), each retried after its Retry-After
     expired: int = 0  # records whose deadline passed in the queue, retried
+    yields: int = 0  # pauses because a more urgent caller missed its deadline (cluster/jobs/flow.py)
     window: float = 0.0  # records allowed in flight now (cluster/jobs/flow.py)
     started_s: float = field(default=0.0)
 
@@ -53,7 +54,7 @@ class Progress:
         resumed = f" ({self.already:,} from an earlier run)" if self.already else ""
         return (f"{PREFIX} {self.finished:,}/{self.total:,} records ({pct:.1f} %){resumed}, "
                 f"{self.rate():.1f} records/s, ETA {eta_text}, {self.refusals:,} refusals, "
-                f"{self.expired:,} expired, {self.errors:,} errors"
+                f"{self.yields:,} yields, {self.expired:,} expired, {self.errors:,} errors"
                 + (f", window {self.window:.0f}" if self.window else ""))
 
 

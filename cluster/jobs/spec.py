@@ -64,6 +64,7 @@ class JobSpec(BaseModel):
     max_inflight_records: Annotated[int, Field(gt=0, le=100_000)] = 512
     part_records: Annotated[int, Field(gt=0)] = 500  # records per committed part file
     standalone_actors: Annotated[int, Field(gt=0)] = 1  # standalone: Ray Data actor pool size
+    yield_to_urgent: bool = True  # pause when a more urgent caller misses (cluster/jobs/flow.py)
     progress_every_s: Annotated[float, Field(gt=0)] = 2.0
 
     @field_validator("tasks")
@@ -114,6 +115,8 @@ class JobSpec(BaseModel):
             args += ["--bundle", self.bundle]
         if self.resume:
             args.append("--resume")
+        if not self.yield_to_urgent:
+            args.append("--no-yield")
         if self.standalone:
             args += ["--standalone", "--actors", str(self.standalone_actors)]
         return args

@@ -178,3 +178,33 @@ def test_input_and_output_may_be_fsspec_uris(tmp_path, random_bundle_path):
     out = [json.loads(line) for line in fs.cat("/jobs/out.jsonl").decode().splitlines()]
     assert summary.done == 25 and [r["id"] for r in out] == [f"k{i}" for i in range(25)]
     assert fs.cat("/jobs/out.jsonl.errors.jsonl") == b"" and not fs.exists("/jobs/out.jsonl.parts")
+
+
+def test_the_job_yields_when_a_more_urgent_caller_misses(tmp_path, random_bundle_path, monkeypatch):
+    """A new interactive miss in the scheduler's stats halves the window and pauses the job."""
+    import time
+
+    import cluster.jobs.driver as driver_module
+
+    monkeypatch.setattr(driver_module, "YIELD_PAUSE_S", 0.3)
+    monkeypatch.setattr(driver_module, "STATS_EVERY_S", 0.05)
+    write_input(tmp_path / "in.jsonl", n=400)
+    sent_at = []
+
+    class Busy(ScriptedBackend):
+        polls = 0
+
+        async def submit(self, job):
+            sent_at.append(time.monotonic())
+            await asyncio.sleep(0.02)  # a model that takes time, so the job spans several looks
+            return await super().submit(job)
+
+        async def stats(self):
+            Busy.polls += 1
+            return {"classes": {"interactive": {}, "batch": {}},
+                    "edge": {"interactive": {"late": 0 if Busy.polls < 3 else 1}}}  # one miss, on the 3rd look
+
+    driver, summary = run(make_spec(tmp_path, max_inflight_records=32), random_bundle_path, Busy())
+    assert summary.yields == 1 and summary.done == 400
+    gaps = [b - a for a, b in zip(sent_at, sent_at[1:])]
+    assert max(gaps) >= 0.25  # the pause: nothing was sent for about YIELD_PAUSE_S

@@ -105,3 +105,15 @@ def test_progress_line_says_done_rate_eta_and_refusals_and_parses_back():
     assert "40.0 records/s, ETA 10 s, 3 refusals" in line
     log = f"start\n{line}\nother\n{line.replace('600/', '700/')}\n[mtc-batch] done"
     assert parse_progress(log).startswith("700/1,000") and parse_progress("nothing") is None
+
+
+def test_urgent_misses_count_what_more_urgent_callers_missed():
+    from cluster.jobs.flow import urgent_misses
+
+    stats = {"classes": {"interactive": {"refused": 2, "expired": 1}, "standard": {"refused": 5}, "batch": {"refused": 9}},
+             "edge": {"interactive": {"met": 90, "late": 4, "refused": 2, "expired": 1, "failed": 0},
+                      "standard": {"late": 10}}}
+    assert urgent_misses(stats, "batch") == 17  # the gateways' view: late answers count too
+    assert urgent_misses(stats, "standard") == 7 and urgent_misses(stats, "interactive") == 0
+    assert urgent_misses({"classes": stats["classes"]}, "batch") == 8  # no gateway: the scheduler's view
+    assert urgent_misses({}, "batch") == 0
