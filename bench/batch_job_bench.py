@@ -70,7 +70,7 @@ class Bench:
         self.input = write_input(work_dir / "input.jsonl", records, self.texts)
         self._runs = 0
 
-    def run_job(self, yield_to_urgent: bool = True) -> tuple[float, str]:
+    def run_job(self, yield_to_urgent: bool = False) -> tuple[float, str]:
         """Submit the job as `mtc submit` does, wait for it; (records/s, job id)."""
         from cli.ray_auth import prepare_jobs_api  # noqa: PLC0415
         from cluster.jobs.spec import JobSpec  # noqa: PLC0415
@@ -85,11 +85,11 @@ class Bench:
         rate = job_rate(self.jobs.logs(job_id))
         yields = re.findall(r"refusals, ([\d,]+) yields", self.jobs.logs(job_id))
         self.say(f"[batch-job] job {job_id}: {rate:.1f} records/s, {yields[-1] if yields else '?'} yields"
-                 + ("" if yield_to_urgent else " (--no-yield)"))
+                 + (" (--yield-to-urgent)" if yield_to_urgent else ""))
         return rate, job_id
 
     def interactive(self, rate: float, seconds: float | None, with_job: bool,
-                    yield_to_urgent: bool = True) -> dict[str, Any]:
+                    yield_to_urgent: bool = False) -> dict[str, Any]:
         cpu0 = time.process_time()
         wall0 = time.monotonic()
         job_rate_ = None

@@ -33,7 +33,7 @@ def ab_table(results: dict[str, Any]) -> list[str]:
     lines = ["| round | yield to misses | interactive req/s | on time beside the job | p99 s | job records/s |",
              "|---:|---|---:|---:|---:|---:|"]
     for i, row in enumerate(results["ab"]):
-        lines.append(f"| {i // 2 + 1} | {'on' if row['yield'] else 'off (--no-yield)'} | {row['rate']:g} "
+        lines.append(f"| {i // 2 + 1} | {'on (--yield-to-urgent)' if row['yield'] else 'off'} | {row['rate']:g} "
                      f"| {_pct(row['attainment'])} ({row['on_time']}/{row['sent']}) | {row['p99_s'] or 0:.3f} "
                      f"| {row['job_rate']:.1f} |")
     return ["", "The yield rule (cluster/jobs/flow.py), on and off in alternation:", "", *lines]

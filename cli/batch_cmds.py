@@ -47,12 +47,12 @@ ADDRESS_HELP = "Ray dashboard (Jobs API) address; default: RAY_ADDRESS if a URL,
 def _spec(input: str, out: str, tasks: str | None, text_field: str, id_field: str | None, priority: str,
           app_name: str, bundle: str | None, resume: bool, standalone: bool, actors: int,
           chunk_records: int = 16, max_inflight: int = 512, part_records: int = 500,
-          no_yield: bool = False) -> JobSpec:
+          yield_to_urgent: bool = False) -> JobSpec:
     return spec_from(input=input, output=out, tasks=parse_tasks(tasks), text_field=text_field,
                      id_field=id_field, priority=priority, app_name=app_name, bundle=bundle, resume=resume,
                      standalone=standalone, standalone_actors=actors, chunk_records=chunk_records,
                      max_inflight_records=max_inflight, part_records=part_records,
-                     yield_to_urgent=not no_yield)
+                     yield_to_urgent=yield_to_urgent)
 
 
 def _fail(err: Exception) -> None:
@@ -134,14 +134,15 @@ def submit(
     bundle: str = typer.Option(None, "--bundle", help="Bundle (--standalone; otherwise the application's is used)."),
     actors: int = typer.Option(1, "--actors", min=1, help="--standalone: Ray Data actor pool size."),
     part_records: int = typer.Option(500, "--part-records", min=1, help="Records per committed part file."),
-    no_yield: bool = typer.Option(False, "--no-yield", help="Do not pause when a more urgent caller misses its deadline."),
+    yield_to_urgent: bool = typer.Option(False, "--yield-to-urgent",
+                                         help="Pause the job for a second whenever a more urgent caller misses its deadline."),
 ) -> None:
     """Submit a batch job: the file's records through the scheduler at batch priority (a Ray Job)."""
     from cluster.jobs import submit as jobs  # noqa: PLC0415
 
     try:
         spec = jobs.absolute(_spec(input, out, tasks, text_field, id_field, priority, app_name, bundle,
-                                   resume, standalone, actors, part_records=part_records, no_yield=no_yield))
+                                   resume, standalone, actors, part_records=part_records, yield_to_urgent=yield_to_urgent))
         preflight(spec, jobs.dashboard_address(address))
         job_id = _jobs_api(lambda: jobs.submit(spec, address), address)
     except JobSpecError as err:
@@ -167,12 +168,15 @@ def batch_run(
     chunk_records: int = typer.Option(16, "--chunk-records", help="Records per scheduler call."),
     max_inflight: int = typer.Option(512, "--max-inflight", help="Most records in flight (the flow window's ceiling)."),
     part_records: int = typer.Option(500, "--part-records", help="Records per committed part file."),
-    no_yield: bool = typer.Option(False, "--no-yield", help="Do not pause when a more urgent caller misses its deadline."),
+    yield_to_urgent: bool = typer.Option(False, "--yield-to-urgent",
+                                         help="Pause the job for a second whenever a more urgent caller misses its deadline."),
 ) -> None:
     """Run a batch job's driver here (inside a Ray Job, or on a node of the cluster)."""
+    from cluster.jobs.driver import BackendGone  # noqa: PLC0415
+
     try:
         spec = _spec(input, out, tasks, text_field, id_field, priority, app_name, bundle, resume,
-                     standalone, actors, chunk_records, max_inflight, part_records, no_yield)
+                     standalone, actors, chunk_records, max_inflight, part_records, yield_to_urgent)
         if spec.resume:
             from cluster.jobs.parts import PartStore  # noqa: PLC0415
 
@@ -189,6 +193,9 @@ def batch_run(
             summary = run_connected(spec)
     except JobSpecError as err:
         _fail(err)
+    except BackendGone as err:  # what was done is committed; the message says to resume
+        err_console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1)
     if summary.stopped:
         raise typer.Exit(130)
 

@@ -97,6 +97,7 @@ class BatchDriver:
         self._attempts: collections.Counter[int] = collections.Counter()
         self._exhausted = False
         self._misses: int | None = None  # more urgent classes' misses at the last look
+        self._expired_streak = 0  # chunks in a row that all expired: no scheduler to answer them
 
     def stop(self) -> None:
         self.stopping = True
@@ -163,6 +164,12 @@ class BatchDriver:
         if refused:
             progress.refusals += 1
             return on_refused(window, retry_after, self.clock())
+        # ServeBackend answers EXPIRED after resubmitting to a lost scheduler until the deadline:
+        # chunk after chunk expiring means the application is gone, not busy.
+        self._expired_streak = 0 if finished else self._expired_streak + 1
+        if self._expired_streak >= MAX_BACKEND_ERRORS:
+            raise BackendGone(f"{self._expired_streak} scheduler calls in a row expired without an answer; is "
+                              f"the application running? Resubmit with --resume once it is")
         return on_done(window, finished)
 
     async def _urgent_misses(self) -> int | None:

@@ -204,7 +204,24 @@ def test_the_job_yields_when_a_more_urgent_caller_misses(tmp_path, random_bundle
             return {"classes": {"interactive": {}, "batch": {}},
                     "edge": {"interactive": {"late": 0 if Busy.polls < 3 else 1}}}  # one miss, on the 3rd look
 
-    driver, summary = run(make_spec(tmp_path, max_inflight_records=32), random_bundle_path, Busy())
+    driver, summary = run(make_spec(tmp_path, max_inflight_records=32, yield_to_urgent=True), random_bundle_path, Busy())
     assert summary.yields == 1 and summary.done == 400
     gaps = [b - a for a, b in zip(sent_at, sent_at[1:])]
     assert max(gaps) >= 0.25  # the pause: nothing was sent for about YIELD_PAUSE_S
+
+
+def test_a_scheduler_that_only_expires_ends_the_job_with_what_is_done_kept(tmp_path, random_bundle_path):
+    """ServeBackend answers EXPIRED once a lost scheduler never came back: the job must end, saying
+    so, not retry forever; what it finished stays committed for --resume."""
+    from cluster.jobs.driver import BackendGone
+
+    write_input(tmp_path / "in.jsonl", n=400)
+    calls = {"n": 0}
+
+    def script(job):
+        calls["n"] += 1
+        return Outcome(Status.DONE, result=_raw(job)) if calls["n"] <= 40 else Outcome(Status.EXPIRED, error="gone")
+
+    with pytest.raises(BackendGone, match="in a row expired.*Resubmit with --resume"):
+        run(make_spec(tmp_path), random_bundle_path, ScriptedBackend(script))
+    assert len(PartStore(make_spec(tmp_path, resume=True)).start(TASKS).ids) == 40
