@@ -169,6 +169,7 @@ def test_ray_job_submit_runs_the_standalone_driver_with_the_same_rows(app, tmp_p
                        "--text-field", "body", "--id-field", "doc", "--standalone", "--bundle", tiny_bundle],
                       env, timeout=180)
     assert proc.returncode == 0, squashed(proc)
+    assert "very large" not in proc.stderr + proc.stdout, squashed(proc)  # the checkout, not a parent of it
     app["jobs"].wait(served, until=("SUCCEEDED",))
     app["jobs"].wait("by-hand-standalone", until=("SUCCEEDED",))
     alone, served_rows = rows(tmp_path / "alone.jsonl"), rows(tmp_path / "served.jsonl")
