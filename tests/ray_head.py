@@ -26,6 +26,9 @@ def operator_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in AUTH_VARS + ("RAY_ADDRESS", "MTC_API_KEYS", "RAY_API_SERVER_ADDRESS")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # as from the project's activated virtualenv: its `ray`, `serve` and `mtc` on PATH (a Ray Job's
+    # entrypoint, `mtc batch run ...`, is found on the PATH of the head that `ray start` began)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 
