@@ -85,3 +85,13 @@ def test_the_head_serves_with_the_operators_key_file(cluster_config):
     assert config.http.host == "0.0.0.0" and not config.gateway.insecure
     assert config.gateway.api_keys_file == "~/mtc_api_keys"
     assert "~/mtc_api_keys" in cluster_config["file_mounts"]
+
+
+def test_ray_starts_with_the_virtualenv_on_path(cluster_config):
+    """A batch job's entrypoint (`mtc batch run ...`) is looked up on the PATH of the node's Ray:
+    started as `.venv/bin/ray start` without it on PATH, every `mtc submit` job failed "mtc: not found"."""
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands")
+              for c in cluster_config[key] if "ray start" in c]
+    assert len(starts) == 2
+    for command in starts:
+        assert "export PATH=~/mtcluster/.venv/bin:$PATH;" in command.split("ray start")[0], command
