@@ -112,7 +112,7 @@ def preflight(spec: JobSpec, address: str) -> None:
         raise JobSpecError("--standalone runs the model itself: name the bundle with --bundle")
     bundle = _served_bundle(spec, address) if not spec.standalone else spec.bundle
     if bundle is None:
-        console.print("[dim]tasks and priority are checked by the job against the served bundle[/dim]")
+        err_console.print("[dim]tasks and priority are checked by the job against the served bundle[/dim]")
         return
     edge = make_edge(bundle, None)
     check_tasks(spec, edge.task_names)
