@@ -26,16 +26,6 @@ from bench.serve_load import sample_texts
 MODEL_BATCH = 32
 
 
-def local_token() -> str | None:
-    """The Ray token this machine has, where Ray itself would read it."""
-    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    for path in (os.environ.get("RAY_AUTH_TOKEN_PATH"), Path.home() / ".ray" / "auth_token"):
-        if path and Path(path).is_file():
-            return Path(path).read_text().strip() or None
-    return None
-
-
 def write_input(path: Path, records: int, texts: list[str]) -> Path:
     with path.open("w") as f:
         for i in range(records):
@@ -64,6 +54,8 @@ def raw_rate(bundle_path: str, texts: list[str], n: int = 1024) -> float:
 
 class Bench:
     def __init__(self, dashboard: str, url: str, work_dir: Path, records: int, say=print):
+        from cli.ray_auth import local_token  # noqa: PLC0415
+
         self.jobs = JobsRest(dashboard, local_token())
         self.dashboard, self.url, self.work_dir, self.records, self.say = dashboard, url, work_dir, records, say
         self.texts = sample_texts()

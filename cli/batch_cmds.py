@@ -76,11 +76,12 @@ def _jobs_api(call: Callable[[], T], address: str | None) -> T:
         _fail(RuntimeError(f"the Jobs API at {dashboard_address(address)}: {first}"))
 
 
-def _served_bundle(spec: JobSpec, address: str) -> str | None:
-    """The bundle to check tasks against: --bundle, else the local application's, when this
-    machine runs the cluster's head (a remote cluster's job checks them itself when it starts)."""
+def _served(spec: JobSpec, address: str) -> tuple[str, list[str] | None] | None:
+    """What to check the job against: (bundle, priority classes; None: not known here). --bundle,
+    else the local application's, when this machine runs the cluster's head (a remote cluster's
+    job checks them itself when it starts)."""
     if spec.bundle:
-        return spec.bundle
+        return spec.bundle, None
     if urlparse(address).hostname not in ("127.0.0.1", "localhost", "::1"):
         return None
     gcs = os.environ.get("RAY_ADDRESS", "")
@@ -89,11 +90,12 @@ def _served_bundle(spec: JobSpec, address: str) -> str | None:
         import ray  # noqa: PLC0415
 
         from cli.serve_cmds import join_ray  # noqa: PLC0415
-        from cluster.jobs.connect import HANDLE_TIMEOUT_S, scheduler_handle  # noqa: PLC0415
+        from cluster.jobs.connect import scheduler_handle, served  # noqa: PLC0415
 
         join_ray(gcs, logging_level="ERROR")
         try:
-            return scheduler_handle(spec.app_name).serving_bundle.remote().result(timeout_s=HANDLE_TIMEOUT_S)
+            bundle, classes = served(scheduler_handle(spec.app_name))
+            return (bundle, classes) if bundle else None
         finally:
             ray.shutdown()
     except JobSpecError:
@@ -110,13 +112,14 @@ def preflight(spec: JobSpec, address: str) -> None:
     check_input(spec)
     if spec.standalone and not spec.bundle:
         raise JobSpecError("--standalone runs the model itself: name the bundle with --bundle")
-    bundle = _served_bundle(spec, address) if not spec.standalone else spec.bundle
-    if bundle is None:
+    found = (spec.bundle, None) if spec.standalone else _served(spec, address)
+    if found is None:
         err_console.print("[dim]tasks and priority are checked by the job against the served bundle[/dim]")
         return
-    edge = make_edge(bundle, None)
-    check_tasks(spec, edge.task_names)
-    check_priority(spec, edge.settings.priority_classes)
+    bundle, classes = found
+    check_tasks(spec, make_edge(bundle, None).task_names)
+    if classes is not None:  # standalone runs no scheduler; with --bundle alone, the job checks it
+        check_priority(spec, classes)
 
 
 @app.command()

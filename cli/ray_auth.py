@@ -34,18 +34,27 @@ class ClusterJoinError(RuntimeError):
     """This process cannot join the Ray cluster; the message says what to set or check."""
 
 
+def _token() -> tuple[str, str] | None:
+    """(where Ray would read a token from here, the token), in Ray's order; None without one."""
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return TOKEN_ENV, os.environ[TOKEN_ENV].strip()
+    path = os.environ.get(TOKEN_PATH_ENV)
+    file = Path(path).expanduser() if path else Path.home() / ".ray" / "auth_token"
+    source = f"{TOKEN_PATH_ENV} ({file})" if path else "~/.ray/auth_token"
+    token = file.read_text().strip() if file.is_file() else ""
+    return (source, token) if token else None
+
+
 def token_source() -> str | None:
     """Where Ray would read a token from here, in Ray's order; None without one."""
-    if os.environ.get(TOKEN_ENV, "").strip():
-        return TOKEN_ENV
-    path = os.environ.get(TOKEN_PATH_ENV)
-    if path:
-        p = Path(path).expanduser()
-        return f"{TOKEN_PATH_ENV} ({p})" if p.is_file() and p.read_text().strip() else None
-    default = Path.home() / ".ray" / "auth_token"
-    if default.is_file() and default.read_text().strip():
-        return "~/.ray/auth_token"
-    return None
+    found = _token()
+    return found[0] if found else None
+
+
+def local_token() -> str | None:
+    """The token Ray would send from here (for callers of the REST APIs with httpx)."""
+    found = _token()
+    return found[1] if found else None
 
 
 def _set_auth_mode(mode: str | None) -> None:
@@ -152,11 +161,9 @@ def prepare_join(address: str, connect_timeout_s: float = 5.0) -> str | None:
     return note
 
 
-def prepare_jobs_api() -> str | None:
+def prepare_jobs_api() -> None:
     """Token mode for the Jobs API (`mtc submit`, `mtc jobs`): the dashboard asks for the token as
     the GCS does, and Ray's SDK sends it only with RAY_AUTH_MODE=token. With a token here and the
     mode unset, turn it on for this process (a dashboard without authentication ignores it)."""
-    if os.environ.get(AUTH_MODE_ENV) or token_source() is None:
-        return None
-    _set_auth_mode("token")
-    return f"sending the Ray token from {token_source()} to the Jobs API"
+    if not os.environ.get(AUTH_MODE_ENV) and token_source() is not None:
+        _set_auth_mode("token")

@@ -53,18 +53,26 @@ def scheduler_handle(app_name: str):
     return serve.get_deployment_handle(SCHEDULER_DEPLOYMENT, app_name=app_name)
 
 
+def served(handle) -> tuple[str | None, list[str]]:
+    """(the bundle the application serves, its priority classes, most urgent first): what a job
+    is checked against, from the scheduler itself rather than defaults."""
+    bundle = handle.serving_bundle.remote().result(timeout_s=HANDLE_TIMEOUT_S)
+    classes = list(handle.stats.remote().result(timeout_s=HANDLE_TIMEOUT_S)["classes"])
+    return bundle, classes
+
+
 def run_connected(spec: JobSpec) -> JobSummary:
     from cluster.serve_backend import ServeBackend  # noqa: PLC0415
 
     ensure_ray()
     handle = scheduler_handle(spec.app_name)
-    served = handle.serving_bundle.remote().result(timeout_s=HANDLE_TIMEOUT_S)
-    bundle_path = served or spec.bundle
+    bundle_path, classes = served(handle)
+    bundle_path = bundle_path or spec.bundle
     if bundle_path is None:
         raise JobSpecError(f"application {spec.app_name!r} does not say which bundle it serves; pass --bundle")
     edge = make_edge(bundle_path, ServeBackend(handle))
     tasks = check_tasks(spec, edge.task_names)
-    check_priority(spec, edge.settings.priority_classes)
+    check_priority(spec, classes)
     check_input(spec)
     print(f"[mtc-batch] {spec.input} -> {spec.output}: tasks {tasks}, priority {spec.priority}, "
           f"through application {spec.app_name!r} (bundle {bundle_path})", flush=True)

@@ -22,6 +22,7 @@ import asyncio
 import collections
 import logging
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -198,10 +199,10 @@ class BatchDriver:
             self._buffer = []
 
     def _install_stop_signal(self) -> None:
-        try:
+        """SIGTERM stops the job cleanly; only the main thread may take signals (a driver run
+        from a test's worker thread goes without)."""
+        if threading.current_thread() is threading.main_thread():
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.stop)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals
-            pass
 
     async def run(self) -> JobSummary:
         spec = self.spec

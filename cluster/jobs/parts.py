@@ -91,6 +91,9 @@ class PartStore:
         self.fs.makedirs(self.root, exist_ok=True)
         self._write_atomic(self.fs, manifest_path, json.dumps(self._manifest(tasks)).encode())
         done = Done()
+        for path in self.fs.ls(self.root, detail=False):
+            if ".tmp-" in path.rsplit("/", 1)[-1]:  # an interrupted write's leftovers
+                self.fs.rm(path)
         for path in self._parts():
             done.parts += 1
             for row in self._read_part(path):
@@ -98,9 +101,6 @@ class PartStore:
                     done.ids.add(str(row["id"]))
                 elif row.get("final", True):
                     done.bad_lines.add(int(row["line"]))
-        for path in self.fs.ls(self.root, detail=False):  # an interrupted write's leftovers
-            if ".tmp-" in path.rsplit("/", 1)[-1]:
-                self.fs.rm(path)
         return done
 
     def commit(self, rows: list[dict]) -> str | None:

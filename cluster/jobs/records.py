@@ -131,8 +131,7 @@ def input_fields(spec: JobSpec) -> list[str]:
 
 def check_input(spec: JobSpec) -> None:
     """Refuse an input that is missing, of an unknown format, or lacks the named fields."""
-    fmt = spec.input_format  # raises on an unknown suffix
-    spec.output_format
+    fmt, _ = spec.input_format, spec.output_format  # each raises on an unknown suffix
     try:
         found = _exists(spec.input)
     except Exception as err:  # noqa: BLE001 - an unreachable store, a missing s3fs: say which

@@ -28,6 +28,7 @@ from cluster.jobs.spec import JobSpec, JobSpecError, check_tasks
 
 SHARD_RECORDS = 20_000
 MODEL_BATCH = 32  # records per map_batches call: the encoder pool's max_batch_size
+ACTOR_CPUS = 1  # per actor, and its torch threads: --actors N uses N cores
 
 
 class EncoderPredictor:
@@ -72,11 +73,10 @@ class StandaloneDriver(BatchDriver):
         import ray.data  # noqa: PLC0415
 
         items = [{"line": r.line, "id": json.dumps(r.id), "text": r.text} for r in shard]
-        cpus = 1
         ds = ray.data.from_items(items).map_batches(
-            EncoderPredictor, batch_size=MODEL_BATCH, batch_format="numpy", num_cpus=cpus,
+            EncoderPredictor, batch_size=MODEL_BATCH, batch_format="numpy", num_cpus=ACTOR_CPUS,
             compute=ray.data.ActorPoolStrategy(size=self.spec.standalone_actors),
-            fn_constructor_kwargs={"bundle_path": self.bundle_path, "tasks": self.tasks, "threads": cpus})
+            fn_constructor_kwargs={"bundle_path": self.bundle_path, "tasks": self.tasks, "threads": ACTOR_CPUS})
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for line, rid, results in zip(batch["line"], batch["id"], batch["results"]):
                 self._buffer.append(result_row(int(line), json.loads(rid), json.loads(results)))
