@@ -1,8 +1,8 @@
 """The bundle: a directory that holds a trained multi-task model and everything needed to serve it.
 
 Layout (FORMAT_VERSION 1):
-    bundle.json        {"format_version": 1, "tasks": [...], "encoder": ...}   written LAST
-    model.safetensors  encoder + heads state dict
+    bundle.json        {"format_version": 1, "tasks": [...], "encoder": ..., "variant": ...}   written LAST
+    model.safetensors  encoder + heads state dict (an int8 bundle: model.int8.safetensors, mtl/quantize.py)
     config.json        the encoder's HF config (architecture for `AutoModel.from_config`)
     tokenizer files    `tokenizer.save_pretrained` output (tokenizer.json, tokenizer_config.json, ...)
     tasks.json         the task specs with resolved labels
@@ -36,6 +36,8 @@ TASKS = "tasks.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 REQUIRED_FILES = (MANIFEST, TASKS, "tokenizer_config.json")
+# `variant` in bundle.json: what kind of model the weights are (a bundle without the key is full).
+VARIANT_FULL = "full"
 WEIGHT_FILES = (WEIGHTS, ENCODER_CONFIG)
 
 
@@ -52,12 +54,18 @@ class Encoded:
 
 class Bundle:
     def __init__(self, tasks: Mapping[str, TaskSpec], tokenizer, model=None, path: Path | None = None,
-                 metrics: dict | None = None) -> None:
+                 metrics: dict | None = None, manifest: dict | None = None) -> None:
         self.tasks = dict(tasks)
         self.tokenizer = tokenizer
         self.model = model
         self.path = path
         self.metrics = metrics or {}
+        self.manifest = manifest or {}
+
+    @property
+    def variant(self) -> str:
+        """What the weights are: "full", "int8", "distilled" or "distilled+int8" (bundle.json)."""
+        return str(self.manifest.get("variant", VARIANT_FULL))
 
     # -- gateway side: no model needed ---------------------------------------------------------
     def _check_tasks(self, names: Sequence[str]) -> None:
@@ -160,8 +168,10 @@ class Bundle:
 
 
 def save_bundle(out_dir: str | Path, *, model, tokenizer, config: TasksConfig,
-                specs: Mapping[str, TaskSpec], metrics: dict | None = None) -> Path:
-    """Write a bundle directory; `bundle.json` goes last so a half-written bundle never loads."""
+                specs: Mapping[str, TaskSpec], metrics: dict | None = None,
+                manifest: dict | None = None) -> Path:
+    """Write a bundle directory; `bundle.json` goes last so a half-written bundle never loads.
+    `manifest`: extra keys for bundle.json, e.g. `variant` and what it was made from (mtl/distill.py)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -174,9 +184,9 @@ def save_bundle(out_dir: str | Path, *, model, tokenizer, config: TasksConfig,
     (out / TASKS).write_text(json.dumps([s.model_dump(mode="json") for s in specs.values()], indent=2))
     (out / CONFIG).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     (out / METRICS).write_text(json.dumps(metrics or {}, indent=2, default=float))
-    manifest = {"format_version": FORMAT_VERSION, "tasks": list(specs),
-                "encoder": config.encoder, "files": [WEIGHTS, ENCODER_CONFIG, TASKS, CONFIG, METRICS]}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    head = {"format_version": FORMAT_VERSION, "tasks": list(specs), "variant": VARIANT_FULL,
+            "encoder": config.encoder, "files": [WEIGHTS, ENCODER_CONFIG, TASKS, CONFIG, METRICS]}
+    (out / MANIFEST).write_text(json.dumps({**head, **(manifest or {})}, indent=2))
     return out
 
 
@@ -201,7 +211,8 @@ def load_bundle(path: str | Path, *, weights: bool = True) -> Bundle:
         raise BundleError(f"{root / MANIFEST}: format_version {version!r} is not supported by this "
                           f"version of mtl (it reads {FORMAT_VERSION}); re-train the bundle with "
                           "`mtc train` or use the mtl version that wrote it")
-    for name in REQUIRED_FILES + (WEIGHT_FILES if weights else ()):
+    quantized = bool(manifest.get("quantized"))  # an int8 bundle (mtl/quantize.py) has its own weight file
+    for name in REQUIRED_FILES + (WEIGHT_FILES if weights and not quantized else ()):
         if not (root / name).is_file():
             raise BundleError(f"{root / name}: missing; the bundle is incomplete: "
                               "re-create it with `mtc train CONFIG --out DIR`")
@@ -216,7 +227,11 @@ def load_bundle(path: str | Path, *, weights: bool = True) -> Bundle:
 
     tokenizer = AutoTokenizer.from_pretrained(root)
     model = None
-    if weights:
+    if weights and quantized:
+        from mtl.quantize import load_int8_model
+
+        model = load_int8_model(root, specs)
+    elif weights:
         from safetensors.torch import load_file
 
         from mtl.model import MultiTaskModel
@@ -233,4 +248,4 @@ def load_bundle(path: str | Path, *, weights: bool = True) -> Bundle:
             raise BundleError(f"{root / WEIGHTS}: weights do not match the task specs "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]}); re-create the bundle")
         model.eval()
-    return Bundle(specs, tokenizer, model, root, metrics)
+    return Bundle(specs, tokenizer, model, root, metrics, manifest)

@@ -73,6 +73,12 @@ class EncoderCore(ReplicaCore):
             from mtl.bundle import load_bundle  # noqa: PLC0415
 
             self.bundle = load_bundle(bundle_path)
+            if self.device == "cuda" and self.bundle.manifest.get("quantized"):
+                # torch's dynamic int8 Linear runs on CPU only: an int8 pool belongs on CPU nodes
+                logger.warning("EncoderReplica got a GPU but bundle %s is %s (CPU kernels): running "
+                               "on CPU; give this pool num_gpus: 0", bundle_path, self.bundle.variant)
+                self.device = "cpu"
+                torch.set_num_threads(max(1, int(round(num_cpus or 1))))
             if self.device == "cuda":
                 self.bundle.model.to("cuda").half()
             self.bundle.model.eval()
@@ -116,6 +122,7 @@ class EncoderCore(ReplicaCore):
             "busy_s": round(self.busy_s, 3),
             "encoder_passes": self.encoder_passes(),
             "device": self.device,
+            "variant": getattr(self.bundle, "variant", None),
             "cuda_fallback": self.cuda_fallback,
             **self.placement,
         }
