@@ -1,4 +1,5 @@
-"""`mtc train` and `mtc eval`: train a bundle in-process (or on Ray Train), score it on the test split."""
+"""`mtc train`, `mtc distill` and `mtc eval`: train a bundle in-process (or on Ray Train), distill
+it into fewer encoder layers, score it on the test split."""
 
 from __future__ import annotations
 
@@ -70,6 +71,39 @@ def train(
     val = metrics.get("validation") or {}
     typer.echo(f"wrote bundle {path} (best validation {val.get('primary')} at step "
                f"{metrics.get('best_step')}, {metrics.get('train_seconds', 0):.0f} s)")
+
+
+@app.command()
+def distill(
+    bundle: Path = typer.Argument(..., help="teacher bundle directory"),
+    layers: int = typer.Option(3, "--layers", help="encoder layers of the student"),
+    out: Path = typer.Option(..., "--out", "-o", help="student bundle directory to write"),
+    config: Path = typer.Option(
+        None, "--config", help="tasks.yaml for data and recipe (default: the teacher's config.yaml)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Distill a bundle into a student with fewer encoder layers, trained on the teacher's outputs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from mtl.bundle import BundleError
+    from mtl.config import ConfigError, load_config
+    from mtl.distill import distill as distill_bundle
+
+    try:
+        cfg = load_config(config) if config is not None else None
+    except ConfigError as err:
+        _fail(str(err))
+    try:
+        # BundleError: a bad teacher; ValueError: a bad --layers, tasks that do not match the
+        # teacher's heads, or a DataError (a ValueError too) from the data files
+        path = distill_bundle(bundle, out, layers=layers, config=cfg, progress=not quiet)
+    except (BundleError, ValueError) as err:
+        _fail(str(err))
+    metrics = json.loads((Path(path) / "metrics.json").read_text())
+    manifest = json.loads((Path(path) / "bundle.json").read_text())
+    val = metrics.get("validation") or {}
+    typer.echo(f"wrote bundle {path} (best validation {val.get('primary')} at step "
+               f"{metrics.get('best_step')}, {metrics.get('train_seconds', 0):.0f} s; "
+               f"teacher {manifest.get('teacher_layers')} layers, student {manifest.get('layers')})")
 
 
 @app.command("eval")

@@ -13,7 +13,8 @@ reaches the same early-stopping decision without communicating.
 Stable entry point for wrappers (keep in sync with mtl/ray_train.py):
 
     run_training(config, out_dir, *, rank=0, world_size=1, device=None, wrap_model=None,
-                 report_fn=None, resume_state=None, progress=True) -> Path | None
+                 report_fn=None, resume_state=None, progress=True, model=None, tokenizer=None,
+                 step_loss=None, manifest=None) -> Path | None
 
 - `wrap_model(model) -> nn.Module`: e.g. DDP / `ray.train.torch.prepare_model`; the training step
   calls the wrapped module's `forward(ids, mask, task_name)`. Heads not used in a step get no
@@ -22,6 +23,12 @@ Stable entry point for wrappers (keep in sync with mtl/ray_train.py):
   `checkpoint_state` is what `resume_state` takes back (model, optimizer, scheduler, weighting,
   sampler RNG, batch-stream positions, step, best score/weights, torch RNG).
 - Each rank trains on its shard (`examples[rank::world_size]`) of every task.
+- `model`: an already built `MultiTaskModel` to train instead of `MultiTaskModel.from_pretrained(
+  config.encoder, specs)` (a distilled student, `mtl.distill`); its heads must match the specs.
+  `tokenizer`: instead of `AutoTokenizer.from_pretrained(config.encoder)`.
+- `step_loss(net, task, ids, mask, targets) -> loss`: the training step's loss (tensors already on
+  the device); default `head.loss(net(ids, mask, task), targets)`.
+- `manifest`: extra keys for the bundle's bundle.json (`save_bundle(..., manifest=)`).
 - Returns the bundle directory on rank 0 (written with the best validation weights), else None.
 """
 
@@ -45,15 +52,20 @@ from mtl.config import TasksConfig, TaskSpec, TaskType
 from mtl.model import MultiTaskModel
 
 ReportFn = Callable[[dict, dict], None]
+# (net, task, input_ids, attention_mask, targets) -> the step's loss for `task`
+StepLoss = Callable[[nn.Module, str, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train(config: TasksConfig, out_dir: str | Path, *, single_task: str | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, model: MultiTaskModel | None = None, tokenizer=None,
+          step_loss: StepLoss | None = None, manifest: dict | None = None) -> Path:
     """Train `config` in-process and write a bundle to `out_dir` (one task only with `single_task`:
-    the same code and recipe, for single-task baselines)."""
+    the same code and recipe, for single-task baselines). The keyword arguments after `progress`
+    go to `run_training` (see the module docstring)."""
     if single_task is not None:
         config = only_task(config, single_task)
-    path = run_training(config, out_dir, progress=progress)
+    path = run_training(config, out_dir, progress=progress, model=model, tokenizer=tokenizer,
+                        step_loss=step_loss, manifest=manifest)
     assert path is not None  # rank 0 always writes the bundle
     return path
 
@@ -183,11 +195,29 @@ def validate(model: MultiTaskModel, tokenizer, specs: dict[str, TaskSpec], split
     return {"score": float(np.mean(list(primary.values()))), "primary": primary, "tasks": per_task}
 
 
+def check_heads(model: MultiTaskModel, specs: dict[str, TaskSpec]) -> None:
+    """A model given to `run_training` must have exactly the specs' heads, each with the outputs
+    its spec says: else the bundle's tasks.json would not describe its weights."""
+    from mtl.heads import output_labels
+
+    if set(model.heads) != set(specs):
+        raise ValueError(f"the model's heads {sorted(model.heads)} do not match the config's tasks "
+                         f"{sorted(specs)}; train it with a config that has the same tasks")
+    for name, spec in specs.items():
+        have = model.specs.get(name)
+        if have is None or have.type is not spec.type or (
+                output_labels(have.type, have.labels) != output_labels(spec.type, spec.labels)):
+            raise ValueError(f"task '{name}': the model's head ({have and have.type.value}, labels "
+                             f"{have and have.labels}) does not match the config ({spec.type.value}, "
+                             f"labels {spec.labels}); give the config the head's labels")
+
+
 def run_training(config: TasksConfig, out_dir: str | Path, *, rank: int = 0, world_size: int = 1,
                  device: torch.device | str | None = None,
                  wrap_model: Callable[[nn.Module], nn.Module] | None = None,
                  report_fn: ReportFn | None = None, resume_state: dict | None = None,
-                 progress: bool = True) -> Path | None:
+                 progress: bool = True, model: MultiTaskModel | None = None, tokenizer=None,
+                 step_loss: StepLoss | None = None, manifest: dict | None = None) -> Path | None:
     """See the module docstring: the stable per-worker entry point."""
     from transformers import AutoTokenizer
 
@@ -203,10 +233,15 @@ def run_training(config: TasksConfig, out_dir: str | Path, *, rank: int = 0, wor
     seed_everything(recipe.seed + rank)  # dropout differs per rank; the sampler seed does not
 
     specs, splits = load_task_data(config)
-    tokenizer = AutoTokenizer.from_pretrained(config.encoder)
-    torch.manual_seed(recipe.seed)  # identical head init on every rank
-    model = MultiTaskModel.from_pretrained(config.encoder, specs).to(device)
-    torch.manual_seed(recipe.seed + rank)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(config.encoder)
+    if model is None:
+        torch.manual_seed(recipe.seed)  # identical head init on every rank
+        model = MultiTaskModel.from_pretrained(config.encoder, specs)
+        torch.manual_seed(recipe.seed + rank)
+    else:
+        check_heads(model, specs)
+    model = model.to(device)
     trainable = list(splits)
     streams = {
         name: BatchStream(encode_examples(tokenizer, specs[name], splits[name].train[rank::world_size]),
@@ -253,8 +288,11 @@ def run_training(config: TasksConfig, out_dir: str | Path, *, rank: int = 0, wor
         task = sampler.sample(step, total_steps)
         head = model.head(task)
         ids, mask, targets = collate(specs[task].type, next(streams[task]), pad_id)
-        logits = net(ids.to(device), mask.to(device), task)
-        loss = head.loss(logits, targets.to(device))
+        ids, mask, targets = ids.to(device), mask.to(device), targets.to(device)
+        if step_loss is None:
+            loss = head.loss(net(ids, mask, task), targets)
+        else:
+            loss = step_loss(net, task, ids, mask, targets)
         weighting.combine(task, loss, step).backward()
         torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip_norm)
         optimizer.step()
@@ -304,7 +342,7 @@ def run_training(config: TasksConfig, out_dir: str | Path, *, rank: int = 0, wor
         "load_avg_end": list(os.getloadavg()),
     }
     return save_bundle(out_dir, model=model, tokenizer=tokenizer, config=config, specs=specs,
-                       metrics=summary)
+                       metrics=summary, manifest=manifest)
 
 
 def _checkpoint(model, optimizer, scheduler, weighting, sampler, streams, step, bad_evals, best,
