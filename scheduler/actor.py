@@ -27,6 +27,7 @@ from scheduler.front_door import EdgeReport, merge_edge_reports
 from scheduler.metrics import NullMetrics, RayMetrics
 from scheduler.pools import ReplicaPool, as_pool
 from scheduler.request import Job, Outcome, Readiness, Request, Status
+from scheduler.routing import candidates, route_table
 
 MAX_IDLE_S = 0.5
 # The error of jobs still pending when the scheduler stops (a redeploy, a scale-down): the gateway
@@ -70,6 +71,7 @@ class SchedulerActor(BatchRunner):
             config = SchedulerConfig.model_validate(config or {})
         self.config = config
         self.core = SchedulerCore(config)
+        self._routes = route_table(config)
         self.clock = clock
         self.metrics = metrics if metrics is not None else _default_metrics()
         self._pending: dict[int, _Pending] = {}
@@ -118,20 +120,23 @@ class SchedulerActor(BatchRunner):
         self._ensure_loop()
         now = self.clock()
         wall = time.time()
-        reqs = []
-        for job in jobs:
-            edge_s = max(0.0, wall - job.received_at_s) if job.received_at_s is not None else 0.0
-            reqs.append(self.core.new_request(tuple(job.tasks), job.pool, job.priority, job.deadline_ms,
-                                              job.num_tokens, now - edge_s))
+        # The pools to try, in order (a variant pool first for some classes: scheduler/routing.py);
+        # the jobs of one request share their pool and class.
+        order = candidates(self._routes, jobs[0].pool, jobs[0].priority, self.replicas) if jobs else ()
+        reqs = self._requests(jobs, order[0] if order else "", now, wall)
         late = [r for r in reqs if r.deadline <= now]
         if late:
             spent_ms = 1000.0 * (now - late[0].arrival)
             return self._end_unstarted(reqs, Status.EXPIRED, now, (
                 f"deadline passed before it reached the scheduler ({spent_ms:.0f} ms after the gateway "
                 "received it); the server is overloaded at its front door: retry later or with a longer deadline"))
-        replicas = self.replicas(reqs[0].pool) if reqs else 0
-        decision = self.core.admit_all(reqs, now, replicas)
-        if not decision.accepted:
+        decision = self.core.admit_all(reqs, now, self.replicas(order[0])) if reqs else None
+        for pool in order[1:]:
+            if decision.accepted:
+                break
+            reqs = self._requests(jobs, pool, now, wall)  # the variant refused it: its own pool now
+            decision = self.core.admit_all(reqs, now, self.replicas(pool))
+        if decision is not None and not decision.accepted:
             for r in reqs:
                 self.core.refuse(r, decision, now)
                 self.metrics.refused(r)
@@ -148,6 +153,15 @@ class SchedulerActor(BatchRunner):
             for req in reqs:
                 self._cancel(req)
             raise
+
+    def _requests(self, jobs: list[Job], pool: str, now: float, wall: float) -> list[Request]:
+        """The jobs as requests for `pool`, their clock started when the gateway received them."""
+        reqs = []
+        for job in jobs:
+            edge_s = max(0.0, wall - job.received_at_s) if job.received_at_s is not None else 0.0
+            reqs.append(self.core.new_request(tuple(job.tasks), pool, job.priority, job.deadline_ms,
+                                              job.num_tokens, now - edge_s))
+        return reqs
 
     async def _gather_or_stop(self, reqs: list[Request], futures: list[asyncio.Future]) -> list[Outcome]:
         """Wait for every job; once one ends without a result, cancel the others and answer now."""
@@ -291,7 +305,7 @@ class SchedulerActor(BatchRunner):
         self.metrics.request_finished(req, status, queue_s, now - req.arrival, met)
         if not p.future.done():
             p.future.set_result(Outcome(status, result, error, None, queue_s, service_s, p.batch_size,
-                                        req.deadline - req.arrival))
+                                        req.deadline - req.arrival, req.pool))
 
 
 # ---------------------------------------------------------------- Ray edge

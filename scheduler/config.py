@@ -61,6 +61,12 @@ class PoolConfig(BaseModel):
     # plus its list slot), so the default is ~80 MB; the class max_queue alone (100,000 batch
     # requests of 512 tokens) would allow ~2 GB.
     max_queued_tokens: int = Field(default=2_000_000, gt=0)
+    # A variant pool (issue 14: the same tasks on a cheaper model, e.g. int8 on CPU) stands in for
+    # the pool `variant_of` names: a job for that pool in one of the `serves_first` classes goes
+    # here first, and to the pool it names only if this one refuses it or has no live replica
+    # (scheduler/routing.py). Each pool keeps its own queue and latency model.
+    variant_of: str | None = Field(default=None, min_length=1, max_length=64)
+    serves_first: tuple[str, ...] = ()
 
 
 def _default_classes() -> list[PriorityClass]:
@@ -125,6 +131,31 @@ class SchedulerConfig(BaseModel):
             if names.count(name) > 1:
                 raise ValueError(f"pools: duplicate pool name {name!r}")
         return pools
+
+    @model_validator(mode="after")
+    def _variants_known(self) -> "SchedulerConfig":
+        names = [p.name for p in self.pools]
+        classes = [c.name for c in self.classes]
+        claimed: dict[tuple[str, str], str] = {}
+        for p in self.pools:
+            if p.variant_of is None:
+                if p.serves_first:
+                    raise ValueError(f"pools: {p.name!r} has serves_first but no variant_of (the pool it stands in for)")
+                continue
+            if p.variant_of not in names or p.variant_of == p.name:
+                raise ValueError(f"pools: {p.name!r} is a variant_of {p.variant_of!r}, which is not another "
+                                 f"pool; known: {names}")
+            if self.pool_by_name(p.variant_of).variant_of is not None:
+                raise ValueError(f"pools: {p.name!r} is a variant of {p.variant_of!r}, itself a variant: "
+                                 "name the base pool")
+            for c in p.serves_first:
+                if c not in classes:
+                    raise ValueError(f"pools: {p.name!r} serves_first unknown class {c!r}; known: {classes}")
+                other = claimed.setdefault((p.variant_of, c), p.name)
+                if other != p.name:
+                    raise ValueError(f"pools: class {c!r} of pool {p.variant_of!r} is served first by both "
+                                     f"{other!r} and {p.name!r}; give it to one")
+        return self
 
     @model_validator(mode="after")
     def _ranks_dense(self) -> "SchedulerConfig":

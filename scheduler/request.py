@@ -127,6 +127,7 @@ class Outcome:
     service_s: float = 0.0
     batch_size: int = 0
     budget_s: float | None = None  # the whole deadline budget applied, from the caller's arrival
+    pool: str | None = None  # the pool that ran it (a variant pool, scheduler/routing.py, or the job's own)
 
 
 @dataclass(frozen=True, slots=True)
