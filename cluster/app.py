@@ -15,10 +15,12 @@ bundle=PATH`, the `import_path` of the file `mtc serve --export-config` writes, 
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
@@ -42,12 +44,12 @@ class Scheduler:
     """One replica owning the queues; the pools are Serve handles it dispatches batches to."""
 
     def __init__(self, scheduler_config: dict, encoder: Any, generator: Any | None = None,
-                 bundle_path: str | None = None):
+                 bundle_path: str | None = None, variants: dict[str, Any] | None = None):
         from scheduler.actor import SchedulerActor  # noqa: PLC0415
         from scheduler.pools import as_pool  # noqa: PLC0415
 
         config = load_scheduler_config(scheduler_config)
-        self.handles = {ENCODER_POOL: encoder}
+        self.handles = {ENCODER_POOL: encoder, **(variants or {})}  # variants: pool name -> handle
         if generator is not None:
             self.handles[GENERATOR_POOL] = generator
         pools = {name: as_pool(handle) for name, handle in self.handles.items()}
@@ -120,12 +122,42 @@ def _bundle_path(config: ServeConfig) -> str:
     return str(path)
 
 
-def _gateway_settings(config: ServeConfig) -> dict:
+def _variant_bundles(config: ServeConfig, main: str) -> dict[str, str]:
+    """Each encoder variant's bundle path, checked to answer like the main bundle: the gateway
+    tokenizes for every pool with the main bundle's tokenizer and post-processes with its task
+    specs, so a variant must have the same tasks.json and tokenizer.json (int8 and distilled
+    bundles copy both from the bundle they were made from)."""
+    out = {}
+    for variant in config.encoder_variants:
+        path = _bundle_path(config.with_overrides(bundle=variant.bundle))
+        for name in ("tasks.json", "tokenizer.json"):
+            if (Path(path) / name).read_bytes() != (Path(main) / name).read_bytes():
+                raise ServeConfigError(
+                    f"encoder_variants[{variant.name}].bundle: its {name} differs from the main bundle's "
+                    f"({main}); a variant must serve the same tasks with the same tokenizer: make it "
+                    "with `mtc export --int8` or `mtc distill` from the main bundle")
+        out[variant.pool] = path
+    return out
+
+
+def _pool_variants(main: str, variant_paths: dict[str, str]) -> dict[str, str]:
+    """Pool name -> the variant of the model it serves ("full", "int8", ...), named in answers."""
+    from mtl.bundle import MANIFEST, VARIANT_FULL  # noqa: PLC0415
+
+    paths = {ENCODER_POOL: main, **variant_paths}
+    return {pool: json.loads((Path(path) / MANIFEST).read_text()).get("variant", VARIANT_FULL)
+            for pool, path in paths.items()}
+
+
+def _gateway_settings(config: ServeConfig, pool_variants: dict[str, str] | None = None) -> dict:
     """Gateway settings that must agree with the rest of the config: the priority classes the
-    scheduler knows (most urgent first) and whether the OpenAI routes have a generator behind them."""
-    scheduler_config = load_scheduler_config(config.scheduler.config)
+    scheduler knows (most urgent first), whether the OpenAI routes have a generator behind them,
+    and the variant each encoder pool serves."""
+    scheduler_config = load_scheduler_config(config.scheduler_config())
     classes = [c.name for c in scheduler_config.classes]
     settings = {"priority_classes": classes, **seal_api_keys(config).gateway.settings}
+    if pool_variants and len(pool_variants) > 1:
+        settings["pool_variants"] = pool_variants
     if "default_priority" not in settings and "standard" not in settings["priority_classes"]:
         settings["default_priority"] = settings["priority_classes"][0]
     if config.generator.enabled:
@@ -138,14 +170,20 @@ def build_application(config: ServeConfig, *, encoder: Any | None = None) -> App
     benchmarks pass a cheap stand-in bound the same way)."""
     bundle_path = _bundle_path(config)
     encoder = encoder if encoder is not None else encoder_deployment(config, bundle_path)
+    variant_paths = _variant_bundles(config, bundle_path)
+    variants = {variant.pool: encoder_deployment(config, variant_paths[variant.pool], variant)
+                for variant in config.encoder_variants}
     generator = None
     if config.generator.enabled:
         from cluster.replicas.generator import generator_deployment  # noqa: PLC0415
 
         generator = generator_deployment(config)
-    settings = _gateway_settings(config)
+    try:
+        settings = _gateway_settings(config, _pool_variants(bundle_path, variant_paths))
+    except ValidationError as err:  # a variant's serves_first names no class (scheduler/config.py)
+        raise ServeConfigError(f"scheduler config: {err}") from None
     scheduler = Scheduler.options(**config.scheduler.deployment_options()).bind(
-        config.scheduler.config, encoder, generator, bundle_path
+        config.scheduler_config(), encoder, generator, bundle_path, variants
     )
     return Gateway.options(**config.gateway.deployment_options()).bind(
         scheduler, bundle_path, settings, generator
@@ -155,7 +193,7 @@ def build_application(config: ServeConfig, *, encoder: Any | None = None) -> App
 def scheduler_application(config: ServeConfig, encoder: Any) -> Application:
     """Scheduler + encoder pool without the HTTP gateway (integration tests and benchmarks drive
     the Scheduler handle's `submit` directly)."""
-    return Scheduler.options(**config.scheduler.deployment_options()).bind(config.scheduler.config, encoder)
+    return Scheduler.options(**config.scheduler.deployment_options()).bind(config.scheduler_config(), encoder)
 
 
 def build_app(args: dict | ServeConfig) -> Application:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.replicas.autoscaling import POLICY_IMPORT_PATH
+from scheduler.config import ENCODER_POOL
 
 DEFAULT_SERVE_CONFIG_PATH = Path(__file__).with_name("serve.yaml")
 APP_IMPORT_PATH = "cluster.app:build_app"
@@ -119,6 +120,25 @@ class PoolConfig(_Strict):
 class GeneratorPoolConfig(PoolConfig):
     enabled: bool = False
     model_path: str | None = None
+
+
+class EncoderVariantConfig(PoolConfig):
+    """Another encoder pool of the same tasks on a cheaper model (issue 14): an int8 or distilled
+    bundle, e.g. on CPU nodes beside a GPU pool. Jobs of the `serves_first` classes go to it first
+    (and to the main encoder pool when it refuses them or has no live replica: scheduler/routing.py).
+    Its Serve deployment is `EncoderReplica-<name>` and its scheduler pool `encoder-<name>`."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    bundle: str
+    serves_first: tuple[str, ...] = Field(min_length=1)
+
+    @property
+    def pool(self) -> str:
+        return f"{ENCODER_POOL}-{self.name}"
+
+    @property
+    def deployment(self) -> str:
+        return f"{ENCODER_DEPLOYMENT}-{self.name}"
 
 
 class GatewayConfig(_Strict):
@@ -251,9 +271,37 @@ class ServeConfig(_Strict):
     route_prefix: str = "/"
     http: HttpConfig = HttpConfig()
     encoder: PoolConfig = PoolConfig(autoscaling=Autoscaling(min_replicas=1, max_replicas=2))
+    encoder_variants: tuple[EncoderVariantConfig, ...] = ()
     generator: GeneratorPoolConfig = GeneratorPoolConfig()
     scheduler: SchedulerDeploymentConfig = SchedulerDeploymentConfig()
     gateway: GatewayConfig = GatewayConfig()
+
+    @model_validator(mode="after")
+    def _variants_distinct(self):
+        names = [v.name for v in self.encoder_variants]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"encoder_variants: the name {name!r} is used twice")
+        return self
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """scheduler.config with a pool per encoder variant: the encoder pool's batching (unless
+        scheduler.config.pools declares that pool itself), standing in for the encoder pool for
+        its `serves_first` classes. The scheduler validates the classes (scheduler/config.py)."""
+        config = dict(self.scheduler.config)
+        if not self.encoder_variants:
+            return config
+        pools = [dict(p) for p in config.get("pools") or [{"name": ENCODER_POOL}]]
+        base = next((p for p in pools if p.get("name") == ENCODER_POOL), {"name": ENCODER_POOL})
+        for variant in self.encoder_variants:
+            mine = next((p for p in pools if p.get("name") == variant.pool), None)
+            if mine is None:
+                mine = {k: v for k, v in base.items() if k not in ("variant_of", "serves_first")}
+                pools.append(mine)
+            mine.update(name=variant.pool, variant_of=ENCODER_POOL, serves_first=list(variant.serves_first))
+        if not any(p.get("name") == ENCODER_POOL for p in pools):
+            pools.insert(0, base)
+        return {**config, "pools": pools}
 
     def with_overrides(self, **updates: Any) -> ServeConfig:
         data = self.model_dump()
@@ -336,6 +384,8 @@ def export_serve_config(config: ServeConfig) -> dict[str, Any]:
         {"name": SCHEDULER_DEPLOYMENT, **config.scheduler.deployment_options()},
         {"name": GATEWAY_DEPLOYMENT, **config.gateway.deployment_options()},
     ]
+    for variant in config.encoder_variants:
+        deployments.insert(1, {"name": variant.deployment, **variant.deployment_options()})
     if config.generator.enabled:
         deployments.insert(1, {"name": GENERATOR_DEPLOYMENT, **config.generator.deployment_options()})
     return {

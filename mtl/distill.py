@@ -175,8 +175,8 @@ def distill(teacher_dir: str | Path, out_dir: str | Path, *, layers: int = 3,
     teacher_dir = Path(teacher_dir)
     bundle = load_bundle(teacher_dir)
     if bundle.manifest.get("quantized"):
-        raise BundleError(f"{teacher_dir}: an int8 bundle cannot teach (its int8 layers take no "
-                          "gradient-free float copy); distill the full bundle, then `mtc export --int8` the student")
+        raise BundleError(f"{teacher_dir}: an int8 bundle cannot be distilled (a student needs float "
+                          "layers to copy); distill the full bundle, then `mtc export --int8` the student")
     teacher = bundle.model
     teacher_layers = len(_layer_list(teacher.encoder))
     student = make_student(teacher, layers)  # ValueError on a bad count, before any data loads

@@ -51,6 +51,7 @@ class EdgeResult:
     edge_ms: float = 0.0  # from the gateway's receipt to the job's submission (validation, tokenizing)
     submitted_mono_s: float = 0.0
     seen_chars: tuple[int, ...] = ()  # per text: characters the encoder read (mtl.anonymize.seen_chars)
+    pool: str | None = None  # the pool that ran it (one request's texts share their pool)
 
 
 class Edge:
@@ -219,18 +220,26 @@ class Edge:
             edge_ms=edge_ms,
             submitted_mono_s=submitted,
             seen_chars=tuple(seen_chars(enc.offsets) for enc in encs),
+            pool=outcomes[0].pool if outcomes else None,
         )
 
-    def timing(self, result: EdgeResult) -> dict[str, float]:
+    def timing(self, result: EdgeResult) -> dict[str, float | str]:
         """Where the caller's time went: edge (receipt to submission), queue, service, and return
-        (the rest: the hops to and from the scheduler and replica, and post-processing)."""
+        (the rest: the hops to and from the scheduler and replica, and post-processing); with
+        encoder variants, also the pool that ran it and its model variant."""
         arrival = current_arrival()
         start = arrival.mono_s if arrival is not None else result.submitted_mono_s
         total = 1000.0 * (time.monotonic() - start)
         ret = max(0.0, total - result.edge_ms - result.queue_ms - result.service_ms)
-        return {"edge_ms": round(result.edge_ms, 3), "queue_ms": round(result.queue_ms, 3),
-                "service_ms": round(result.service_ms, 3), "return_ms": round(ret, 3),
-                "total_ms": round(total, 3)}
+        out: dict[str, float | str] = {
+            "edge_ms": round(result.edge_ms, 3), "queue_ms": round(result.queue_ms, 3),
+            "service_ms": round(result.service_ms, 3), "return_ms": round(ret, 3),
+            "total_ms": round(total, 3)}
+        variants = self.settings.pool_variants
+        if variants and result.pool is not None:
+            out["pool"] = result.pool
+            out["variant"] = variants.get(result.pool, "unknown")
+        return out
 
 
 def _hidden_size(bundle: Any) -> int | None:

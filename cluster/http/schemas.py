@@ -59,6 +59,9 @@ class GatewaySettings(BaseModel):
     priority_classes: tuple[str, ...] = DEFAULT_PRIORITY_CLASSES
     default_priority: str = "standard"
     encoder_pool: str = ENCODER_POOL
+    # Pool -> the model variant it serves ("full", "int8", ...), when there is more than one
+    # encoder pool (serve.yaml encoder_variants): answers then say which one ran them (timing).
+    pool_variants: dict[str, str] = Field(default_factory=dict)
     # Generation (OpenAI-compatible routes): mounted when a generator pool exists.
     generator_model: str | None = None
     generative_tasks: tuple[str, ...] = ("summarize", "answer", "chat")
@@ -177,6 +180,10 @@ class Timing(BaseModel):
                                               "post-processing.")
     total_ms: float = Field(description="Time from arrival at the gateway to the answer; the deadline "
                                         "is measured against this.")
+    pool: str | None = Field(None, description="With more than one encoder pool (serve.yaml "
+                                               "encoder_variants): the pool that ran the request.")
+    variant: str | None = Field(None, description="With more than one encoder pool: the model variant "
+                                                  "that pool serves (full, int8, distilled, distilled+int8).")
 
 
 class AnonymizedText(BaseModel):

@@ -139,9 +139,13 @@ class EncoderReplica(ReplicaMethods):
         return await self.core.run_batch(payloads)
 
 
-def encoder_deployment(config, bundle_path: str):
-    """The EncoderReplica deployment bound to a bundle, with options from `config.encoder`."""
-    pool = config.encoder
-    return EncoderReplica.options(**pool.deployment_options()).bind(
+def encoder_deployment(config, bundle_path: str, variant=None):
+    """The EncoderReplica deployment bound to a bundle, with options from `config.encoder`, or
+    from one of `config.encoder_variants` (its own deployment name, placement and bundle)."""
+    pool = variant if variant is not None else config.encoder
+    options = pool.deployment_options()
+    if variant is not None:
+        options["name"] = variant.deployment
+    return EncoderReplica.options(**options).bind(
         bundle_path, num_cpus=pool.num_cpus, num_gpus=pool.num_gpus, nice=pool.nice
     )
