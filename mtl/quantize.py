@@ -3,10 +3,11 @@
 Why dynamic quantization of the Linear layers, with torch's own kernels: almost all of an encoder
 pass is the six layers' matrix products (attention projections and the feed-forward pair), and
 dynamic quantization needs no calibration data: weights are int8 once, activations are quantized
-per batch on the fly, so any bundle converts in a second. Against ONNX Runtime's int8 (the other
-candidate the issue names) the choice is measured by `python -m bench.int8_backends` (report
-`bench/reports/variants.md`): see the figures there. torch's path also keeps one runtime: the
-replica, `mtc eval` and the distilled students load an int8 bundle exactly like a full one.
+per batch on the fly, so any bundle converts in a second. ONNX Runtime's int8 (the other
+candidate the issue names) has not been measured against it yet: the choice rests on torch's
+path keeping one runtime (the replica, `mtc eval` and the distilled students load an int8 bundle
+exactly like a full one, with no export step and no second dependency) and on its measured
+speed-up over the full model (`python -m bench.variants_bench`, bench/reports/variants.md).
 
 Weights are stored per output channel (one scale per row of each weight matrix, `per_channel`):
 a single scale per matrix is set by its largest weight and rounds the rest of the row to few
