@@ -210,9 +210,13 @@ def make_openai_router(
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(run(p, task, priority, deadline_ms)) for p in payloads]
-        except* Exception as failed:  # the first failure, as it was raised (OpenAIError, ApiError)
-            raise failed.exceptions[0] from None
-        return [t.result() for t in tasks]
+        except ExceptionGroup as failed:
+            first = failed.exceptions[0]
+        else:
+            return [t.result() for t in tasks]
+        # The first failure, as it was raised (OpenAIError, ApiError). Raised here, not inside an
+        # `except*` clause: Python before 3.11.4 wraps what such a clause raises in a new group.
+        raise first from None
 
     @router.get("/v1/models", response_model=ModelList, summary="Generative models and task aliases")
     async def list_models() -> dict:
