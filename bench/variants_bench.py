@@ -127,10 +127,10 @@ def write_report(results: dict[str, Any], report: Path, command: str) -> Path:
     lines = [
         "# Encoder variants: full, int8, distilled, distilled + int8",
         "",
-        f"Command: `{command}`. This machine: {results['cpus']} CPU cores, no GPU; torch threads = all cores; "
-        "each variant in its own fresh process, one at a time, on the BBC test articles (every task asked). "
-        "Ratios against the full bundle of the same run. RSS: peak resident memory of that process "
-        "(model, tokenizer, a batch of 32, the evaluation).",
+        (f"Command: `{command}`. This machine: {results['cpus']} CPU cores, no GPU; torch threads = all cores; "
+         "each variant in its own fresh process, one at a time, on the BBC test articles (every task asked). "
+         "Ratios against the full bundle of the same run. RSS: peak resident memory of that process "
+         "(model, tokenizer, a batch of 32, the evaluation)."),
         "",
         *table(results),
         "",
