@@ -65,9 +65,11 @@ def measure_one(bundle: str, texts_per_batch_size: int, single_calls: int) -> di
         out[f"texts_s_b{bs}"] = n / (time.perf_counter() - t0)
         if bs == 1:
             out["p50_ms_b1"], out["p99_ms_b1"] = (float(np.percentile(lat, q)) * 1000 for q in (50, 99))
+    # Read before the evaluation: evaluate_bundle loads the bundle a second time, so a peak taken
+    # after it would count two models, not what one replica holds.
+    out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = evaluate_bundle(root)
     out["metrics"] = {name: res["metrics"][res["metric"]] for name, res in report["tasks"].items()}
-    out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
@@ -130,7 +132,7 @@ def write_report(results: dict[str, Any], report: Path, command: str) -> Path:
         (f"Command: `{command}`. This machine: {results['cpus']} CPU cores, no GPU; torch threads = all cores; "
          "each variant in its own fresh process, one at a time, on the BBC test articles (every task asked). "
          "Ratios against the full bundle of the same run. RSS: peak resident memory of that process "
-         "(model, tokenizer, a batch of 32, the evaluation)."),
+         "after the speed runs (model, tokenizer, a batch of 32), before the evaluation."),
         "",
         *table(results),
         "",
