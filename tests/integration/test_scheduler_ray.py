@@ -147,7 +147,7 @@ def test_priority_beats_fifo_under_2x_overload_and_simulator_agrees(priority_run
 
 
 # The cheap pool's replica is modeled at half the full model's batch time: distilled+int8 measured
-# 2.2x at batch 32 on this CPU, int8 alone 1.25x (bench/reports/variants.md).
+# 2.47x at batch 32 on this CPU, int8 alone 1.35x (bench/reports/variants.md).
 INT8 = "encoder-int8"
 INT8_SPEEDUP = 2.0
 
