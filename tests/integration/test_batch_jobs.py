@@ -29,6 +29,7 @@ from tests.ray_head import BIN, operator_env, own_head, run_cli, squashed
 pytestmark = pytest.mark.ray
 
 INTERACTIVE_RATE = 10.0
+RESUMED_RECORDS = 2000  # 20 parts of 100: cancelled after 3 or more, killed 3 parts later, the rest resumed
 TEXTS = sample_texts()
 
 
@@ -78,8 +79,12 @@ def rows(path):
     return [json.loads(line) for line in open(path)]
 
 
+# The soak is long by design (an idle job, then a job beside 10 req/s for ~70 s: enough calls that
+# 99 % attainment means something); on a slow CI machine it ran past the suite's 300 s.
+@pytest.mark.timeout(600)
 def test_a_job_soaks_up_spare_capacity_without_hurting_interactive_callers(app, tmp_path):
-    idle_job = submit(app, write_jsonl(tmp_path / "idle.jsonl", 5000), "--out", tmp_path / "idle-out.jsonl")
+    # The idle job only measures a rate, so it is half the loaded one.
+    idle_job = submit(app, write_jsonl(tmp_path / "idle.jsonl", 2500), "--out", tmp_path / "idle-out.jsonl")
     app["jobs"].wait(idle_job, until=("SUCCEEDED",))
     idle_rate = job_rate(app["jobs"].logs(idle_job))
 
@@ -126,7 +131,7 @@ def _wait_for_parts(parts_dir, at_least: int, timeout_s: float = 120) -> None:
 
 
 def test_cancel_and_a_killed_driver_resume_to_the_clean_output_each_id_once(app, tmp_path):
-    source = write_jsonl(tmp_path / "in.jsonl", 3000)
+    source = write_jsonl(tmp_path / "in.jsonl", RESUMED_RECORDS)
     clean = submit(app, source, "--out", tmp_path / "clean.jsonl")
     app["jobs"].wait(clean, until=("SUCCEEDED",))
 
@@ -152,11 +157,11 @@ def test_cancel_and_a_killed_driver_resume_to_the_clean_output_each_id_once(app,
     assert "from an earlier run" in log and not parts.exists()
 
     got, want = rows(out), rows(tmp_path / "clean.jsonl")
-    assert [r["id"] for r in got] == [r["id"] for r in want] == [f"doc-{i}" for i in range(3000)]
+    assert [r["id"] for r in got] == [r["id"] for r in want] == [f"doc-{i}" for i in range(RESUMED_RECORDS)]
     for g, w in zip(got, want):
         assert_same_predictions(g["results"], w["results"])  # equal up to batching's float noise
     identical = sum(g == w for g, w in zip(got, want))
-    print(f"\nresumed twice (cancel, kill -9): {identical} of 3000 rows byte-identical to the clean run's, "
+    print(f"\nresumed twice (cancel, kill -9): {identical} of {RESUMED_RECORDS} rows byte-identical to the clean run's, "
           f"the rest within 1e-4")
 
 
