@@ -79,7 +79,8 @@ def run(root: Path, n_texts: int) -> dict:
         t0 = time.perf_counter()
         bundle.predict(texts, batch_size=32)
         rows[tag] = {"validation_f1": f1("validation"), "test_f1": f1("test"),
-                     "texts_s_b32": len(texts) / (time.perf_counter() - t0), "float_linears": len(names) if keep is None else len(keep)}
+                     "texts_s_b32": len(texts) / (time.perf_counter() - t0),
+                     "float_linears": len(names) if keep is None else len(keep)}
         r = rows[tag]
         print(f"    {tag}: val F1 {r['validation_f1']:.3f}, test F1 {r['test_f1']:.3f}, "
               f"{r['texts_s_b32']:.1f} texts/s", file=sys.stderr, flush=True)
