@@ -7,10 +7,10 @@ measured against it (`python -m bench.onnx_int8_bench --metrics`, bench/reports/
 same bundle and texts, the encoder exported with fused attention and quantized the same way):
 at batch 32 the two tie (torch 1.25-1.35x the float model, ORT 1.26-1.29x, two runs), ORT is
 ahead on single texts (1.55-1.67x against 1.26-1.38x), its float graph is slower than torch's
-(0.82x), and entity F1 is 47.5 against 47.1 (one or two entities). The tie at batch 32 decided it for torch: one runtime (the replica, `mtc eval` and
-the distilled students load an int8 bundle exactly like a full one), no export step, no second
-dependency in the serving image. ORT's single-text lead is the reason to revisit this for an
-interactive int8 pool.
+(0.82x), and entity F1 is 47.5 against 47.1 (one or two entities). The tie at batch 32 decided
+it for torch: one runtime (the replica, `mtc eval` and the distilled students load an int8 bundle
+exactly like a full one), no export step, no second dependency in the serving image. ORT's
+single-text lead is the reason to revisit this for an interactive int8 pool.
 
 Neither reaches the issue's 1.8x at batch 32, and the profile says why: over 512-token BBC
 articles the Linear layers are half the float pass (attention about 28 %), so even int8 Linears
