@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -44,36 +43,30 @@ def candidates(names: list[str]) -> dict[str, list[str]]:
 
 
 def run(root: Path, n_texts: int) -> dict:
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic  # noqa: PLC0415
-
     from mtl.bundle import load_bundle  # noqa: PLC0415
     from mtl.config import load_config  # noqa: PLC0415
-    from mtl.data import load_examples, split_examples  # noqa: PLC0415
-    from mtl.evaluate import infer_labels, score_predictions  # noqa: PLC0415
+    from mtl.evaluate import score_task  # noqa: PLC0415
+    from mtl.quantize import quantize_encoder  # noqa: PLC0415
 
     torch.set_num_threads(os.cpu_count() or 1)
     bundle = load_bundle(root)
     full = copy.deepcopy(bundle.model)
     config = load_config(root / "config.yaml")
-    spec = bundle.tasks[TASK]
-    splits = split_examples(load_examples(config.task(TASK), config.base_dir), config.split)
-    labels = spec.labels or infer_labels(spec, splits.train)
     texts = _texts(root, n_texts)
 
+    splits = None
+
     def f1(split: str) -> float:
-        examples = getattr(splits, split)
-        predictions = [row[TASK] for row in bundle.predict([e.text for e in examples], [TASK])]
-        return score_predictions(spec, examples, predictions, labels)["entity_f1"]
+        nonlocal splits
+        splits, _, metrics = score_task(bundle, config, TASK, split)
+        return metrics["entity_f1"]
 
     names = [n for n, m in full.encoder.named_modules() if isinstance(m, nn.Linear)]
     rows = {}
     for tag, keep in {"float32 (full)": None, **candidates(names)}.items():
         model = copy.deepcopy(full)
         if keep is not None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-                spec_map = {n: per_channel_dynamic_qconfig for n in names if n not in set(keep)}
-                model.encoder = quantize_dynamic(model.encoder, spec_map, dtype=torch.qint8)
+            model = quantize_encoder(model, keep_float=keep)
         bundle.model = model.eval()
         bundle.predict(texts[:8], batch_size=8)
         t0 = time.perf_counter()

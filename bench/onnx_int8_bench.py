@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 
 from bench.overload_report import save_figure
-from bench.variants_bench import BATCHES, _texts
+from bench.variants_bench import BATCHES, _texts, speeds
 
 ENCODERS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8")
 
@@ -96,17 +95,6 @@ class OrtEncoder(torch.nn.Module):
         return types.SimpleNamespace(last_hidden_state=torch.from_numpy(self.session.run(None, feeds)[0]))
 
 
-def _rates(bundle, texts: list[str], single_calls: int) -> dict[str, float]:
-    out = {}
-    for bs in BATCHES:
-        n = single_calls if bs == 1 else len(texts)
-        t0 = time.perf_counter()
-        for start in range(0, n, bs):
-            bundle.predict(texts[start:start + bs], batch_size=bs)
-        out[f"texts_s_b{bs}"] = n / (time.perf_counter() - t0)
-    return out
-
-
 def time_shares(bundle, texts: list[str]) -> dict[str, float]:
     """Shares of the torch fp32 pass at batch 32 (torch.profiler, self time): the Linear layers
     (`addmm`/`mm`, all that dynamic int8 replaces) and attention. Int8 Linears at k times their
@@ -127,17 +115,10 @@ def time_shares(bundle, texts: list[str]) -> dict[str, float]:
 
 def _metrics(bundle, root: Path) -> dict[str, float]:
     from mtl.config import load_config  # noqa: PLC0415
-    from mtl.data import load_examples, split_examples  # noqa: PLC0415
-    from mtl.evaluate import infer_labels, score_predictions  # noqa: PLC0415
+    from mtl.evaluate import score_task  # noqa: PLC0415
 
-    config, scores = load_config(root / "config.yaml"), {}
-    for name, key in (("topic", "accuracy"), ("entities", "entity_f1")):
-        spec = bundle.tasks[name]
-        splits = split_examples(load_examples(config.task(name), config.base_dir), config.split)
-        predictions = [row[name] for row in bundle.predict([e.text for e in splits.test], [name])]
-        labels = spec.labels or infer_labels(spec, splits.train)
-        scores[name] = score_predictions(spec, splits.test, predictions, labels)[key]
-    return scores
+    config = load_config(root / "config.yaml")
+    return {name: score_task(bundle, config, name)[2][key] for name, key in (("topic", "accuracy"), ("entities", "entity_f1"))}
 
 
 def run(root: Path, n_texts: int, single_calls: int, rounds: int, metrics: bool) -> dict[str, Any]:
@@ -165,7 +146,7 @@ def run(root: Path, n_texts: int, single_calls: int, rounds: int, metrics: bool)
             for name in ENCODERS:
                 bundle.model.encoder = encoders[name]
                 bundle.predict(texts[:8], batch_size=8)  # warm-up: allocations, kernel choice
-                per_round[name].append(_rates(bundle, texts, single_calls))
+                per_round[name].append(speeds(bundle, texts, single_calls))
             print(f"    round {r + 1}/{rounds}: " + ", ".join(
                 f"{n} {per_round[n][-1]['texts_s_b32']:.1f}" for n in ENCODERS) + " texts/s at b32",
                 file=sys.stderr, flush=True)

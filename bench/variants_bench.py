@@ -39,9 +39,28 @@ def _texts(root: Path, n: int) -> list[str]:
     return (texts * (n // len(texts) + 1))[:n]
 
 
+def speeds(bundle, texts: list[str], single_calls: int) -> dict[str, float]:
+    """texts/s of `bundle.predict` at each of BATCHES (batch 1: `single_calls` calls, else all of
+    `texts`), and p50/p99 ms of the single-text calls."""
+    import numpy as np  # noqa: PLC0415
+
+    out: dict[str, float] = {}
+    for bs in BATCHES:
+        n = single_calls if bs == 1 else len(texts)
+        lat = []
+        t0 = time.perf_counter()
+        for start in range(0, n, bs):
+            t = time.perf_counter()
+            bundle.predict(texts[start:start + bs], batch_size=bs)
+            lat.append(time.perf_counter() - t)
+        out[f"texts_s_b{bs}"] = n / (time.perf_counter() - t0)
+        if bs == 1:
+            out["p50_ms_b1"], out["p99_ms_b1"] = (float(np.percentile(lat, q)) * 1000 for q in (50, 99))
+    return out
+
+
 def measure_one(bundle: str, texts_per_batch_size: int, single_calls: int) -> dict[str, Any]:
     """One variant in this process: speed first (on a fresh process), then the test metrics."""
-    import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
     from mtl.bundle import load_bundle  # noqa: PLC0415
@@ -54,17 +73,7 @@ def measure_one(bundle: str, texts_per_batch_size: int, single_calls: int) -> di
     b.predict(texts[:8], batch_size=8)  # warm-up: first-call allocations and kernel selection
     out: dict[str, Any] = {"bundle": bundle, "variant": b.variant, "threads": torch.get_num_threads()}
     out["size_mib"] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20
-    for bs in BATCHES:
-        n = single_calls if bs == 1 else texts_per_batch_size
-        lat = []
-        t0 = time.perf_counter()
-        for start in range(0, n, bs):
-            t = time.perf_counter()
-            b.predict(texts[start:start + bs], batch_size=bs)
-            lat.append(time.perf_counter() - t)
-        out[f"texts_s_b{bs}"] = n / (time.perf_counter() - t0)
-        if bs == 1:
-            out["p50_ms_b1"], out["p99_ms_b1"] = (float(np.percentile(lat, q)) * 1000 for q in (50, 99))
+    out.update(speeds(b, texts, single_calls))
     # Read before the evaluation: evaluate_bundle loads the bundle a second time, so a peak taken
     # after it would count two models, not what one replica holds.
     out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

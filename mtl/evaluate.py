@@ -135,6 +135,17 @@ def build_report(config: TasksConfig, task_results: dict[str, dict], baselines_d
             "delta_m_definition": DELTA_M_SENTENCE}
 
 
+def score_task(bundle, config: TasksConfig, name: str, split: str = "test"):
+    """(splits, labels, metrics) of the loaded `bundle` on task `name`'s `split`, as `config`
+    splits the data; benchmarks that swap a bundle's encoder score it with this."""
+    spec = bundle.tasks[name]
+    splits = split_examples(load_examples(config.task(name), config.base_dir), config.split)
+    examples = getattr(splits, split)
+    labels = spec.labels or infer_labels(spec, splits.train)
+    predictions = [row[name] for row in bundle.predict([e.text for e in examples], [name])]
+    return splits, labels, score_predictions(spec, examples, predictions, labels)
+
+
 def evaluate_bundle(bundle_dir: str | Path, *, baselines_dir: str | Path | None = None,
                     split: str = "test") -> dict:
     """Score a bundle on the `split` ("test" or "validation") its config defines; write the report."""
@@ -147,11 +158,9 @@ def evaluate_bundle(bundle_dir: str | Path, *, baselines_dir: str | Path | None 
     for name, spec in bundle.tasks.items():
         if not spec.trainable:
             continue
-        splits = split_examples(load_examples(config.task(name), config.base_dir), config.split)
+        splits, labels, metrics = score_task(bundle, config, name, split)
         examples = getattr(splits, split)
-        labels = spec.labels or infer_labels(spec, splits.train)
-        predictions = [row[name] for row in bundle.predict([e.text for e in examples], [name])]
-        res = {"num_examples": len(examples), "metrics": score_predictions(spec, examples, predictions, labels)}
+        res = {"num_examples": len(examples), "metrics": metrics}
         if spec.type in (TaskType.classification, TaskType.multilabel):
             res["tfidf_lr"] = tfidf_lr_baseline(splits.train, examples, labels)
         results[name] = res

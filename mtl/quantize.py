@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -53,19 +54,24 @@ def int8_variant_name(variant: str) -> str:
     return VARIANT_INT8_SUFFIX if variant in ("", "full") else f"{variant}+{VARIANT_INT8_SUFFIX}"
 
 
-def quantize_encoder(model: nn.Module, per_channel: bool = True) -> nn.Module:
-    """`model` with its encoder's nn.Linear layers replaced by dynamic int8 ones (in place).
+def quantize_encoder(model: nn.Module, per_channel: bool = True, keep_float: Collection[str] = ()) -> nn.Module:
+    """`model` with its encoder's nn.Linear layers replaced by dynamic int8 ones (in place), but
+    for those named in `keep_float` (encoder module names; bench/int8_float_layers.py tries them).
     The heads stay float32: they are a few thousand weights, and the token head's logits decide
     entity boundaries."""
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
 
     torch.backends.quantized.engine = _engine()
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    spec: dict = {nn.Linear: qconfig}
+    if keep_float:
+        spec = {name: qconfig for name, m in model.encoder.named_modules()
+                if isinstance(m, nn.Linear) and name not in set(keep_float)}
     with warnings.catch_warnings():
         # torch 2.13 marks quantized tensors deprecated (pytorch#184982) but runs them; torch is
         # pinned (pyproject.toml), and the module docstring says what replaces this path later.
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        model.encoder = quantize_dynamic(model.encoder, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=False)
+        model.encoder = quantize_dynamic(model.encoder, spec, dtype=torch.qint8, inplace=False)
     return model
 
 

@@ -84,3 +84,16 @@ def test_mtc_export_cli(tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "q" / MANIFEST).read_text())["quantized"]["per_channel"] is False
     assert load_bundle(tmp_path / "q").predict(TEXTS[:1])[0]["topic"]["label"]
+
+
+def test_keep_float_leaves_the_named_linears_float_and_quantizes_the_rest(tiny_bundle):
+    from torch import nn
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    model = load_bundle(tiny_bundle).model
+    names = [n for n, m in model.encoder.named_modules() if isinstance(m, nn.Linear)]
+    keep = [n for n in names if n.endswith("output.dense") and "attention" not in n]
+    assert keep and len(keep) < len(names)
+    quantized = dict(quantize_encoder(model, keep_float=keep).encoder.named_modules())
+    assert all(type(quantized[n]) is nn.Linear for n in keep)
+    assert all(isinstance(quantized[n], QLinear) for n in names if n not in keep)
