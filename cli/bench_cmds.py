@@ -27,7 +27,8 @@ def _scheduler_config(config: Path | None, deadline_ms: float, batch_size: int, 
     prior = {"a_s": a_ms / 1000, "b_s": b_ms / 1000, "c_s": c_us / 1e6}
     pools = [p.model_copy(update={"max_batch_size": batch_size, "batch_wait_s": batch_wait_ms / 1000,
                                   "max_batch_tokens": max_batch_tokens,
-                                  "prior": p.prior.model_copy(update=prior)}) for p in cfg.pools]
+                                  "prior": p.prior.model_copy(update=prior)})
+             if not p.continuous else p for p in cfg.pools]  # the batching options are the encoder's
     return SchedulerConfig.model_validate(
         {**cfg.model_dump(), "classes": [c.model_dump() for c in classes],
          "pools": [p.model_dump() for p in pools], "queue_policy": policy})

@@ -76,6 +76,18 @@ class Scheduler:
             # The gateway validates first; this only guards other callers (batch jobs, tests).
             return [Outcome(Status.FAILED, None, f"invalid job: {err}", None, 0.0, 0.0, 0) for _ in jobs]
 
+    async def stream(self, job):
+        """A streamed generation through the scheduler: an Outcome alone when it does not start,
+        else the generator replica's items (scheduler/streams.py). Through a streaming handle."""
+        from scheduler.core import InvalidJob  # noqa: PLC0415
+        from scheduler.request import Outcome, Status  # noqa: PLC0415
+
+        try:
+            async for item in self.actor.stream(job):
+                yield item
+        except InvalidJob as err:
+            yield Outcome(Status.FAILED, None, f"invalid job: {err}", None, 0.0, 0.0, 0)
+
     async def edge_report(self, report) -> None:
         """A gateway replica's cumulative counts of what its callers saw (scheduler.front_door)."""
         self.actor.edge_report(report)

@@ -37,7 +37,10 @@ class Backend(Protocol):
         """The jobs of one request, in order; one round trip where the backend is remote."""
         ...
 
-    def stream(self, payload: dict, priority: str) -> AsyncIterator[str]: ...
+    def stream(self, job: Job) -> AsyncIterator[Any]:
+        """A streamed generation job: one `Outcome` alone when it does not start (refused,
+        expired), else str text deltas and one final dict (finish_reason and token counts)."""
+        ...
 
     async def stats(self) -> dict: ...
 
@@ -131,7 +134,7 @@ class InProcessBackend:
                     fut.set_result(Outcome(Status.DONE, result=raws[i], queue_s=started - arrived,
                                            service_s=service, batch_size=len(live)))
 
-    async def stream(self, payload: dict, priority: str) -> AsyncIterator[str]:
+    async def stream(self, job: Job) -> AsyncIterator[Any]:
         raise GenerationUnavailable("the in-process backend has no generator pool")
         yield ""  # pragma: no cover  (makes this an async generator)
 

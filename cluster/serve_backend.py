@@ -2,8 +2,8 @@
 
 The gateway calls `submit(job)`; this forwards it to the one Scheduler deployment, which queues,
 batches and dispatches to the replica pools and returns an `Outcome`. Streaming generation goes
-through the scheduler when it offers a `stream` method, else straight to the generator pool
-(admission for streams is the gateway's size limits plus Serve's own backpressure).
+through the scheduler too (`stream`, a streaming handle call): admitted, queued and ordered like
+every job, with its deadline on the first token (scheduler/streams.py).
 """
 from __future__ import annotations
 
@@ -77,12 +77,13 @@ class ServeBackend:
     async def _submit_many(self, jobs: list) -> list:
         return await self.scheduler.submit_many.remote(jobs)
 
-    async def stream(self, payload: dict, priority: str) -> AsyncIterator[str]:
+    async def stream(self, job) -> AsyncIterator[Any]:
+        """A streamed generation through the scheduler (admission, priority, a deadline on the first
+        token): an `Outcome` alone when it does not start, else text deltas and the final dict."""
         if self.generator is None:
             raise GenerationUnavailable("generation is not enabled in this deployment (serve.yaml: generator.enabled)")
-        gen = self.generator.options(stream=True).stream.remote(payload)
-        async for piece in gen:
-            yield piece
+        async for item in self.scheduler.options(stream=True).stream.remote(job):
+            yield item
 
     async def edge_report(self, report) -> None:
         await self.scheduler.edge_report.remote(report)

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.replicas.autoscaling import POLICY_IMPORT_PATH
-from scheduler.config import ENCODER_POOL
+from scheduler.config import ENCODER_POOL, GENERATOR_POOL
 
 DEFAULT_SERVE_CONFIG_PATH = Path(__file__).with_name("serve.yaml")
 APP_IMPORT_PATH = "cluster.app:build_app"
@@ -120,6 +120,21 @@ class PoolConfig(_Strict):
 class GeneratorPoolConfig(PoolConfig):
     enabled: bool = False
     model_path: str | None = None
+    # Sequences each replica decodes at once (its continuous-batching engine, mtl/engine.py); the
+    # scheduler's generator pool takes this as its in-flight window per replica.
+    slots: int = Field(8, ge=1, le=256)
+    # Pause the least urgent running sequence for a more urgent one when every slot is taken.
+    preempt: bool = True
+    # Every slot, the scheduler's preempt reserve and a few control calls at once.
+    max_ongoing_requests: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _room_for_slots(self):
+        if self.max_ongoing_requests < self.slots + 2:
+            raise ValueError(f"generator.max_ongoing_requests {self.max_ongoing_requests} is below slots "
+                             f"({self.slots}) + 2: Serve would hold back sequences the engine has room for; "
+                             f"use at least {self.slots + 2}")
+        return self
 
 
 class EncoderVariantConfig(PoolConfig):
@@ -288,7 +303,7 @@ class ServeConfig(_Strict):
         """scheduler.config with a pool per encoder variant: the encoder pool's batching (unless
         scheduler.config.pools declares that pool itself), standing in for the encoder pool for
         its `serves_first` classes. The scheduler validates the classes (scheduler/config.py)."""
-        config = dict(self.scheduler.config)
+        config = self._with_generator_slots(dict(self.scheduler.config))
         if not self.encoder_variants:
             return config
         pools = [dict(p) for p in config.get("pools") or [{"name": ENCODER_POOL}]]
@@ -302,6 +317,20 @@ class ServeConfig(_Strict):
         if not any(p.get("name") == ENCODER_POOL for p in pools):
             pools.insert(0, base)
         return {**config, "pools": pools}
+
+    def _with_generator_slots(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A continuous generator pool's in-flight window is the replicas' engine slots (one number,
+        set once in `generator.slots`); a batching one (continuous: false) keeps its own."""
+        pools = config.get("pools")
+        if not pools:
+            return config
+        out = []
+        for p in pools:
+            p = dict(p)
+            if p.get("name") == GENERATOR_POOL and p.get("continuous"):
+                p["inflight_per_replica"] = self.generator.slots
+            out.append(p)
+        return {**config, "pools": out}
 
     def with_overrides(self, **updates: Any) -> ServeConfig:
         data = self.model_dump()

@@ -245,7 +245,7 @@ class Generator:
         """A static batch whose rows keep their own max_new_tokens, sampling and stop strings."""
         if not requests:
             return []
-        rows: list[_Row] = []
+        rows: list[DecodeRow] = []
         for rows in self._decode(list(requests)):
             pass
         return [row.completion() for row in rows]
@@ -268,7 +268,7 @@ class Generator:
 
     def stream_request(self, request: GenerationRequest) -> Iterator[str | Completion]:
         """Text deltas, then the final `Completion` (for finish_reason and token counts)."""
-        last: list[_Row] = []
+        last: list[DecodeRow] = []
         for rows in self._decode([request]):
             last = rows
             delta = rows[0].take_delta()
@@ -276,7 +276,7 @@ class Generator:
                 yield delta
         yield last[0].completion()
 
-    def _decode(self, requests: list[GenerationRequest]) -> Iterator[list[_Row]]:
+    def _decode(self, requests: list[GenerationRequest]) -> Iterator[list[DecodeRow]]:
         """The decode loop (see the module's design note); yields the rows after every step."""
         encoded = [self._encode(r.prompt) for r in requests]
         for i, (ids, r) in enumerate(zip(encoded, requests)):
@@ -287,7 +287,7 @@ class Generator:
                     f"prompt {i} has {len(ids)} tokens; with max_new_tokens={r.max_new_tokens} that exceeds "
                     f"the model's context of {self.max_context_tokens} tokens"
                 )
-        rows = [_Row(self, r, len(ids)) for r, ids in zip(requests, encoded)]
+        rows = [DecodeRow(self, r, len(ids)) for r, ids in zip(requests, encoded)]
         width = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -304,7 +304,7 @@ class Generator:
         finally:
             torch.set_num_threads(saved_threads)
 
-    def _steps(self, rows, requests, input_ids, attention, positions) -> Iterator[list[_Row]]:
+    def _steps(self, rows, requests, input_ids, attention, positions) -> Iterator[list[DecodeRow]]:
         generators = [_torch_generator(r.seed) if r.temperature > 0 else None for r in requests]
         temperatures = [r.temperature for r in requests]
         top_ps = [r.top_p for r in requests]
@@ -329,7 +329,7 @@ class Generator:
                 positions = positions[:, -1:] + 1
 
 
-class _Row:
+class DecodeRow:
     """The decoding state of one request in a batch."""
 
     def __init__(self, generator: Generator, request: GenerationRequest, prompt_tokens: int) -> None:

@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from scheduler.config import SchedulerConfig
 from scheduler.batches import BatchRunner
@@ -28,6 +28,7 @@ from scheduler.metrics import NullMetrics, RayMetrics
 from scheduler.pools import ReplicaPool, as_pool
 from scheduler.request import Job, Outcome, Readiness, Request, Status
 from scheduler.routing import candidates, route_table
+from scheduler.streams import END, StreamRunner, StreamSink
 
 MAX_IDLE_S = 0.5
 # The error of jobs still pending when the scheduler stops (a redeploy, a scale-down): the gateway
@@ -46,6 +47,7 @@ class _Pending:
     dispatched_at: float | None = None
     batch_size: int = 0
     cancelled: bool = False
+    stream: StreamSink | None = None  # a streamed generation: where its items go (scheduler/streams.py)
 
 
 def _default_metrics():
@@ -58,7 +60,7 @@ def _default_metrics():
     return NullMetrics()
 
 
-class SchedulerActor(BatchRunner):
+class SchedulerActor(BatchRunner, StreamRunner):
     def __init__(
         self,
         config: SchedulerConfig | dict | None = None,
@@ -117,6 +119,33 @@ class SchedulerActor(BatchRunner):
         the rest are cancelled (the request cannot succeed any more, so their work would be
         wasted). Cancelling the call cancels every job of it that has not finished.
         """
+        return await self._submit(jobs)
+
+    async def stream(self, job: Job) -> AsyncIterator[Any]:
+        """A streamed generation through the scheduler (see scheduler/streams.py).
+
+        Yields one `Outcome` and nothing else when the job does not start (refused, expired before
+        its first token, failed); else the replica's items (text deltas, then its final dict).
+        Raises what the replica raised on this payload before its first item (its status, e.g.
+        413, is the caller's). Closing the iterator (the client went away) cancels the job wherever
+        it is: queued, waiting for its first token, or decoding.
+        """
+        sink = StreamSink()
+        try:
+            (outcome,) = await self._submit([job], sink)
+            if outcome.status is not Status.DONE:
+                if sink.error is not None:
+                    raise sink.error
+                yield outcome
+                return
+            while (item := await sink.queue.get()) is not END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            sink.close()
+
+    async def _submit(self, jobs: list[Job], sink: StreamSink | None = None) -> list[Outcome]:
         self._ensure_loop()
         now = self.clock()
         wall = time.time()
@@ -144,7 +173,7 @@ class SchedulerActor(BatchRunner):
                     for _ in reqs]
         loop = asyncio.get_running_loop()
         for req, job in zip(reqs, jobs):
-            self._pending[req.id] = _Pending(req, job.payload, loop.create_future(), received=now)
+            self._pending[req.id] = _Pending(req, job.payload, loop.create_future(), received=now, stream=sink)
         self._wake.set()
         futures = [self._pending[r.id].future for r in reqs]
         try:

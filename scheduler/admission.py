@@ -55,7 +55,12 @@ def predict_wait_s(view: QueueView, pool: PoolConfig, params: LatencyParams) -> 
     n = view.ahead_requests
     full = params.predict(pool.max_batch_size, pool.max_batch_size * _mean_tokens(view))
     busy = min(1.0, view.inflight_batches / (replicas * pool.inflight_per_replica))
-    residual = 0.5 * full * busy
+    # A continuous pool runs `inflight_per_replica` requests side by side on each replica (its
+    # engine's slots; the latency model learns one request's time at that concurrency), and one
+    # of them frees a slot every `full / slots` on average.
+    parallel = pool.inflight_per_replica if pool.continuous else 1
+    residual = 0.5 * full * busy / parallel
+    replicas *= parallel
     if n == 0:
         return residual
     batches = max(n / pool.max_batch_size, view.ahead_tokens / pool.max_batch_tokens)

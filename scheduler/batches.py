@@ -40,6 +40,10 @@ class BatchRunner:
             p.req, p.dispatched_at, p.batch_size = r, now, len(d.batch)
         self._running[id(d)] = d
         self._next_overdue = min(self._next_overdue, _overdue_at(d))
+        sink = self._pending[d.batch[0].id].stream
+        if sink is not None:  # a streamed generation, always dispatched alone (scheduler/streams.py)
+            self._start_stream(d, sink)
+            return
         task = asyncio.get_running_loop().create_task(self._run(d))
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_tasks.discard)
@@ -62,7 +66,7 @@ class BatchRunner:
             # its own deadline (_expire_overdue), so a short one never waits for a long one.
             timeout = max(r.deadline for r in d.batch) - started + _grace_s(d)
             results = await asyncio.wait_for(
-                pool.run_batch([self._pending[r.id].payload for r in d.batch]), timeout)
+                pool.run_batch([self._payload(d.pool, r) for r in d.batch]), timeout)
             if len(results) != len(d.batch):
                 raise RuntimeError(f"replica returned {len(results)} results for {len(d.batch)} payloads")
         except asyncio.CancelledError:

@@ -67,6 +67,23 @@ class PoolConfig(BaseModel):
     # (scheduler/routing.py). Each pool keeps its own queue and latency model.
     variant_of: str | None = Field(default=None, min_length=1, max_length=64)
     serves_first: tuple[str, ...] = ()
+    # A pool whose replicas batch continuously (issue 12: the generator's decode engine, mtl/engine.py):
+    # each request is dispatched alone (max_batch_size 1) and joins the replica's running batch between
+    # two decode steps; `inflight_per_replica` is then the engine's slots. `preempt_reserve` more per
+    # replica may go out for a request that outranks the least urgent one in flight: the replica pauses
+    # that one for it (mtl/slot_policy.py), so a full batch of bulk streams never blocks interactive work.
+    continuous: bool = False
+    preempt_reserve: int = Field(default=0, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _continuous_alone(self) -> "PoolConfig":
+        if self.continuous and self.max_batch_size != 1:
+            raise ValueError(f"pools: {self.name!r} is continuous, so each request is dispatched alone: "
+                             f"max_batch_size must be 1, got {self.max_batch_size}")
+        if self.preempt_reserve and not self.continuous:
+            raise ValueError(f"pools: {self.name!r} has preempt_reserve but is not continuous (only a "
+                             "continuously batching replica can pause work for a more urgent request)")
+        return self
 
 
 def _default_classes() -> list[PriorityClass]:
@@ -81,12 +98,16 @@ def _default_classes() -> list[PriorityClass]:
 def _default_pools() -> list[PoolConfig]:
     return [
         PoolConfig(name=ENCODER_POOL, max_batch_size=32, max_batch_tokens=8192, batch_wait_s=0.005),
+        # One sequence per dispatch, 8 decoding at once per replica, 2 more for preempting classes.
         PoolConfig(
             name=GENERATOR_POOL,
-            max_batch_size=8,
+            max_batch_size=1,
             max_batch_tokens=4096,
-            batch_wait_s=0.010,
-            prior=LatencyPrior(a_s=0.2, b_s=0.05, c_s=0.0005),
+            batch_wait_s=0.0,
+            inflight_per_replica=8,
+            continuous=True,
+            preempt_reserve=2,
+            prior=LatencyPrior(a_s=0.2, b_s=0.05, c_s=0.01),
         ),
     ]
 

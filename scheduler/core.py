@@ -47,6 +47,8 @@ class SchedulerCore:
             name: LatencyModel(p.prior, p, window=config.latency_window) for name, p in self.pools.items()
         }
         self.inflight = {name: 0 for name in self.pools}
+        # pool -> class rank -> requests in flight (continuous pools: who a new request may preempt)
+        self.inflight_ranks: dict[str, Counter] = {name: Counter() for name in self.pools}
         tightest_s = min(c.deadline_s for c in config.classes)
         self.quantum_s = {name: policy.quantum_for(tightest_s, p) for name, p in self.pools.items()}
         # pool -> a time before which plan() is known to say "wait" (see _set_hold); cuts the
@@ -212,10 +214,10 @@ class SchedulerCore:
     def plan(self, pool: str, now: float, replicas: int) -> tuple[Dispatch | None, float | None]:
         """One batch for `pool` if a replica slot is free and the policy says go; else when to look again."""
         cfg = self.pools[pool]
-        if self.inflight[pool] >= replicas * cfg.inflight_per_replica:
-            return None, None
         q = self.queues[pool]
         if not len(q):
+            return None, None
+        if self.inflight[pool] >= replicas * cfg.inflight_per_replica and not self._may_preempt(pool, now, replicas):
             return None, None
         hold = self._hold.get(pool)
         if hold is not None and now < hold:
@@ -238,16 +240,42 @@ class SchedulerCore:
             vkey = (pool, r.rank)
             if r.fair_tag > self._virtual.get(vkey, 0.0):
                 self._virtual[vkey] = r.fair_tag
-        self.inflight[pool] += 1
+        self._took_slot(pool, batch)
         padded = policy.padded_tokens(batch)
         self.batches += 1
         self.batched_requests += len(batch)
         return Dispatch(pool, tuple(batch), padded, model.predict(len(batch), padded)), None
 
+    def _may_preempt(self, pool: str, now: float, replicas: int) -> bool:
+        """A continuous pool's full window may take one more request, into its preempt reserve,
+        when the most urgent queued request outranks the least urgent one in flight (the replica
+        then pauses that one for it)."""
+        cfg = self.pools[pool]
+        if not cfg.preempt_reserve or replicas <= 0:
+            return False
+        if self.inflight[pool] >= replicas * (cfg.inflight_per_replica + cfg.preempt_reserve):
+            return False
+        running = [rank for rank, n in self.inflight_ranks[pool].items() if n > 0]
+        head = self.queues[pool].top(1, now)
+        return bool(running and head) and head[0].rank < max(running)
+
+    def _took_slot(self, pool: str, batch: list[Request] | tuple[Request, ...]) -> None:
+        self.inflight[pool] += 1
+        self.inflight_ranks[pool].update(r.rank for r in batch)
+
+    def _freed_slot(self, d: Dispatch) -> None:
+        self.inflight[d.pool] -= 1
+        self.inflight_ranks[d.pool].subtract(r.rank for r in d.batch)
+        self._hold.pop(d.pool, None)
+
+    def observe(self, d: Dispatch, service_s: float, now: float | None = None) -> None:
+        """Learn a dispatch's latency (for a stream: its time to first token) without freeing its slot."""
+        self._hold.pop(d.pool, None)  # the latency model moved
+        self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s, now)
+
     def complete(self, d: Dispatch, service_s: float, now: float | None = None) -> None:
         """A batch came back: learn its latency and free its slot (callers then `finish` each member)."""
-        self.inflight[d.pool] -= 1
-        self._hold.pop(d.pool, None)  # the latency model moved
+        self._freed_slot(d)
         self.models[d.pool].observe(len(d.batch), d.padded_tokens, service_s, now)
 
     def fail(self, d: Dispatch, timed_out_after_s: float | None = None, now: float | None = None,
@@ -271,9 +299,8 @@ class SchedulerCore:
         return retry, failed
 
     def release(self, d: Dispatch) -> None:
-        """Free the in-flight slot of a batch that ended without results."""
-        self.inflight[d.pool] -= 1
-        self._hold.pop(d.pool, None)
+        """Free the in-flight slot of a batch that ended without results (or a stream that ended)."""
+        self._freed_slot(d)
 
     def split(self, pool: str, members: list[Request]) -> list[Dispatch]:
         """The halves of a batch that failed on a live replica, each its own dispatch (bisection:
@@ -285,7 +312,7 @@ class SchedulerCore:
         out = []
         for part in parts:
             padded = policy.padded_tokens(part)
-            self.inflight[pool] += 1
+            self._took_slot(pool, part)
             out.append(Dispatch(pool, part, padded, model.predict(len(part), padded)))
         return out
 

@@ -1,6 +1,7 @@
 """Replica pools: where a batch runs, and how many replicas are live (the in-flight window).
 
-Every replica implements `async run_batch(payloads: list) -> list` (same order). Three adapters:
+Every replica implements `async run_batch(payloads: list) -> list` (same order); a generator
+replica also `stream(payload)`, an async iterator (LocalPool and ServeHandlePool relay it). Three adapters:
   * `LocalPool`  - in-process objects (unit tests, a single-process deployment);
   * `ActorPool`  - Ray actor handles, least-loaded routing; a dead actor's batch raises
                    `ReplicaLost` (the scheduler retries it elsewhere) and the actor is dropped;
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
 
 class ReplicaLost(RuntimeError):
@@ -77,6 +78,18 @@ class LocalPool(_LeastLoaded):
         self.load[i] += 1
         try:
             return await replica.run_batch(payloads)
+        finally:
+            if replica in self.replicas:
+                self.load[self.replicas.index(replica)] -= 1
+
+    async def stream(self, payload: Any) -> AsyncIterator[Any]:
+        """One streamed generation on the least-loaded replica (`replica.stream(payload)`)."""
+        i = self.pick()
+        replica = self.replicas[i]
+        self.load[i] += 1
+        try:
+            async for item in replica.stream(payload):
+                yield item
         finally:
             if replica in self.replicas:
                 self.load[self.replicas.index(replica)] -= 1
@@ -186,6 +199,19 @@ class ServeHandlePool:
             if lost is None:
                 raise
             self._polled_at = float("-inf")  # the count may be stale now: ask on the next look
+            raise lost from e
+
+    async def stream(self, payload: Any) -> AsyncIterator[Any]:
+        """One streamed generation: the deployment's `stream` method through a streaming handle.
+        A lost replica raises ReplicaLost (before the first item, the scheduler re-queues the job)."""
+        try:
+            async for item in self.handle.options(stream=True).stream.remote(payload):
+                yield item
+        except Exception as e:
+            lost = lost_replica_error(e)
+            if lost is None:
+                raise
+            self._polled_at = float("-inf")
             raise lost from e
 
 

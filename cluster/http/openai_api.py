@@ -4,8 +4,9 @@
 that the gateway mounts. It imports no Ray and no model: the gateway injects
   * `submit_fn(job: scheduler.request.Job) -> Outcome | result`  (the gateway's `backend.submit`), or
     `submit_fn(payload, priority, deadline_ms) -> Outcome | result`  (three parameters);
-  * `stream_fn(payload, priority) -> async iterator` of str text deltas, optionally ending with one
-    dict `{finish_reason, prompt_tokens, completion_tokens}` (what GeneratorReplica.stream yields).
+  * `stream_fn(job: Job) -> async iterator` (the gateway's `backend.stream`): one `Outcome` alone
+    when the job does not start (refused 429, expired 504), else str text deltas, optionally ending
+    with one dict `{finish_reason, prompt_tokens, completion_tokens}` (GeneratorReplica.stream's).
 A result is the generator payload's result (cluster/replicas/payload.py): a dict with `text`,
 `prompt_tokens`, `completion_tokens`, `finish_reason`, or `{"error", "status"}`.
 
@@ -48,7 +49,7 @@ from cluster.http.openai_schemas import (
     error_payload,
 )
 from scheduler.config import GENERATOR_POOL
-from scheduler.request import Job
+from scheduler.request import Job, Outcome
 
 log = logging.getLogger("mtc.openai")
 
@@ -120,7 +121,7 @@ def _estimate_tokens(text: str) -> int:
 
 def make_openai_router(
     submit_fn: Callable[..., Any],
-    stream_fn: Callable[[dict, str], AsyncIterator[Any]],
+    stream_fn: Callable[[Job], AsyncIterator[Any]],
     model_name: str,
     known_tasks: Sequence[str] = TEMPLATED_TASKS,
     *,
@@ -157,7 +158,7 @@ def make_openai_router(
         problem = body.unsupported()
         if problem:
             raise OpenAIError(400, problem[1], problem[0])
-        priority = body.priority or default_priority
+        priority = body.priority or _tier_class(body.service_tier, priority_classes) or default_priority
         if priority_classes is not None and priority not in priority_classes:
             raise OpenAIError(400, f"unknown priority {priority!r}; known: {', '.join(priority_classes)}", "priority")
         max_tokens = body.limit() or default_max_tokens
@@ -231,7 +232,7 @@ def make_openai_router(
         task, source = _chat_source(alias, body)
         payload = payload_for(body, max_tokens, **source)
         if body.stream:
-            return await _stream_response(stream_fn, payload, priority, body, chat=True)
+            return await _stream_response(stream_fn, job_for(payload, task, priority, body.deadline_ms), body, chat=True)
         (result,) = await run_all([payload], task, priority, body.deadline_ms)
         return ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=body.model,
@@ -254,7 +255,8 @@ def make_openai_router(
         task = alias or "completion"
         payloads = [payload_for(body, max_tokens, **_completion_source(alias, p)) for p in prompts]
         if body.stream:
-            return await _stream_response(stream_fn, payloads[0], priority, body, chat=False)
+            job = job_for(payloads[0], task, priority, body.deadline_ms)
+            return await _stream_response(stream_fn, job, body, chat=False)
         results = await run_all(payloads, task, priority, body.deadline_ms)
         return TextCompletion(
             id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=body.model,
@@ -309,6 +311,12 @@ def _result_of(answer: Any) -> dict:
     return answer
 
 
+async def _close(iterator: Any) -> None:
+    closer = getattr(iterator, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
 def _usage(results: list[dict]) -> dict:
     prompt = sum(int(r["prompt_tokens"]) for r in results)
     completion = sum(int(r["completion_tokens"]) for r in results)
@@ -334,11 +342,21 @@ def _stream_error(err: BaseException) -> OpenAIError:
     return OpenAIError(503, f"the generator is unavailable ({type(err).__name__}); retry shortly")
 
 
-async def _stream_response(stream_fn: Callable, payload: dict, priority: str, body: Any, *, chat: bool) -> Any:
+def _tier_class(tier: str | None, classes: Sequence[str] | None) -> str | None:
+    """OpenAI's `service_tier` as a scheduler class: `priority` the most urgent, `flex` the least
+    (our `priority` field, when given, wins); `auto`/`default` leave the default class."""
+    if not classes or tier not in ("priority", "flex"):
+        return None
+    return classes[0] if tier == "priority" else classes[-1]
+
+
+async def _stream_response(stream_fn: Callable, job: Job, body: Any, *, chat: bool) -> Any:
     """SSE in OpenAI's chunk format. The first item is fetched before answering, so a request the
-    generator rejects still gets its HTTP status instead of a 200 with an error inside."""
+    scheduler refuses (429), that expires before its first token (504) or that the generator rejects
+    still gets its HTTP status instead of a 200 with an error inside."""
+    iterator = None
     try:
-        iterator = stream_fn(payload, priority).__aiter__()
+        iterator = stream_fn(job).__aiter__()
         first = await iterator.__anext__()
     except StopAsyncIteration:
         first = None
@@ -346,6 +364,10 @@ async def _stream_response(stream_fn: Callable, payload: dict, priority: str, bo
         raise
     except Exception as err:  # noqa: BLE001 - mapped to a status, never a 500
         raise _stream_error(err) from None
+    if isinstance(first, Outcome):  # the job did not start: its status is the answer
+        await _close(iterator)
+        error = outcome_error(first) or ApiError(503, "the stream ended before it started; retry")
+        raise OpenAIError(error.status, error.message, headers=error.headers)
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created, model = int(time.time()), body.model
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -386,9 +408,7 @@ async def _stream_response(stream_fn: Callable, payload: dict, priority: str, bo
             mapped = _stream_error(err)
             yield f"data: {json.dumps(error_payload(mapped.status, mapped.message))}\n\n"
         finally:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
+            await _close(iterator)
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",

@@ -60,7 +60,10 @@ class _Common(BaseModel):
     user: str | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    # Extensions: the scheduler class and a deadline for this request.
+    # OpenAI's tier: `priority` -> the most urgent class, `flex` -> the least; `auto`/`default` -> default.
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
+    # Extensions: the scheduler class (wins over service_tier) and a deadline for this request; for
+    # a stream, the deadline is on its first token.
     priority: str | None = Field(None, min_length=1, max_length=64)
     deadline_ms: Annotated[float, Field(gt=0, le=MAX_DEADLINE_MS)] | None = None
 

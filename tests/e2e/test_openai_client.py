@@ -30,8 +30,8 @@ def server(gen):
     async def submit(payload, priority, deadline_ms):
         return (await core.run_batch([payload]))[0]
 
-    def stream(payload, priority):
-        return core.stream(payload)
+    def stream(job):
+        return core.stream(job.payload)
 
     app = FastAPI()
     app.include_router(make_openai_router(submit, stream, gen.name, ["summarize", "answer", "chat"]))

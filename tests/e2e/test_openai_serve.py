@@ -52,8 +52,8 @@ def base_url(handle):
         (result,) = await handle.run_batch.remote([payload])
         return result
 
-    async def stream(payload, priority):
-        async for piece in handle.options(stream=True).stream.remote(payload):
+    async def stream(job):
+        async for piece in handle.options(stream=True).stream.remote(job.payload):
             yield piece
 
     app = FastAPI()

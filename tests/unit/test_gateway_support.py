@@ -81,7 +81,7 @@ class ScriptedBackend:
     async def submit_many(self, jobs: list[Job]) -> list[Outcome]:
         return list(await asyncio.gather(*(self.submit(job) for job in jobs)))
 
-    async def stream(self, payload, priority):
+    async def stream(self, job):
         yield ""
 
     async def stats(self) -> dict:

@@ -137,3 +137,29 @@ def test_replica_core_stream_yields_deltas_then_usage(gen, prompts):
     assert "".join(deltas) == gen.generate([prompts[2]], max_new_tokens=6)[0].text
     assert final == {"prompt_tokens": gen.count_tokens(prompts[2]), "completion_tokens": 6, "finish_reason": "length"}
     assert core.counters()["streams"] == 1
+
+
+def test_continuous_batching_with_joins_and_a_preemption_gives_the_static_batchs_text(gen, prompts):
+    """The engine's KV-cache surgery (rows joining a running batch, a row paused and recomputed)
+    changes nothing in what each sequence says: greedy text equals the static batch's."""
+    from mtl.engine import ContinuousEngine
+    from mtl.generate import GenerationRequest
+
+    static = gen.generate(prompts, max_new_tokens=10)
+    engine = ContinuousEngine(gen, slots=2)  # not started: stepped here, one iteration at a time
+    done: dict[int, Completion] = {}
+
+    def sink(i):
+        return lambda item: done.__setitem__(i, item) if isinstance(item, Completion) else None
+
+    engine.submit(GenerationRequest(prompts[0], 10), sink(0), rank=2)
+    engine.step()
+    engine.submit(GenerationRequest(prompts[1], 10), sink(1), rank=2)  # joins a running batch
+    engine.step()
+    engine.step()
+    engine.submit(GenerationRequest(prompts[2], 10), sink(2), rank=0)  # pauses prompt 1's row
+    while engine.load():
+        engine.step()
+    assert engine.stats.paused == 1 and engine.stats.max_rows == 2
+    assert [done[i].text for i in range(3)] == [c.text for c in static]
+    assert [done[i].completion_tokens for i in range(3)] == [c.completion_tokens for c in static]

@@ -37,8 +37,8 @@ class FakeBackend:
         return Outcome(Status.DONE, result={"text": text, "prompt_tokens": 7, "completion_tokens": 3,
                                             "finish_reason": "stop"})
 
-    async def stream(self, payload: dict, priority: str):
-        self.streams.append((payload, priority))
+    async def stream(self, job: Job):
+        self.streams.append((job.payload, job.priority))
         if self.stream_error:
             raise self.stream_error
         for item in self.stream_items:
