@@ -82,8 +82,17 @@ class ServeBackend:
         token): an `Outcome` alone when it does not start, else text deltas and the final dict."""
         if self.generator is None:
             raise GenerationUnavailable("generation is not enabled in this deployment (serve.yaml: generator.enabled)")
-        async for item in self.scheduler.options(stream=True).stream.remote(job):
-            yield item
+        response = self.scheduler.options(stream=True).stream.remote(job)
+        ended = False
+        try:
+            async for item in response:
+                yield item
+            ended = True
+        finally:
+            if not ended:
+                # Closed early (the client went away): cancel the scheduler's call now, not whenever
+                # the response is collected, so the job leaves its queue or decode slot at once.
+                response.cancel()
 
     async def edge_report(self, report) -> None:
         await self.scheduler.edge_report.remote(report)

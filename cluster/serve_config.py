@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.replicas.autoscaling import POLICY_IMPORT_PATH
-from scheduler.config import ENCODER_POOL, GENERATOR_POOL
+from scheduler.config import ENCODER_POOL, GENERATOR_POOL, SchedulerConfig
 
 DEFAULT_SERVE_CONFIG_PATH = Path(__file__).with_name("serve.yaml")
 APP_IMPORT_PATH = "cluster.app:build_app"
@@ -321,9 +321,7 @@ class ServeConfig(_Strict):
     def _with_generator_slots(self, config: dict[str, Any]) -> dict[str, Any]:
         """A continuous generator pool's in-flight window is the replicas' engine slots (one number,
         set once in `generator.slots`); a batching one (continuous: false) keeps its own."""
-        pools = config.get("pools")
-        if not pools:
-            return config
+        pools = config.get("pools") or [p.model_dump() for p in SchedulerConfig().pools]
         out = []
         for p in pools:
             p = dict(p)

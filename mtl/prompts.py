@@ -1,4 +1,4 @@
-"""Prompt templates for the generative tasks: `summarize`, `answer`, `chat`.
+"""Prompt templates for the generative tasks: `chat`, `summarize`, `answer`, `translate`, `code`.
 
 Every task is turned into OpenAI-style chat messages first, and the messages are rendered to a prompt
 string by the model's own chat template (instruct models answer far better inside the format they were
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-GENERATIVE_TASKS = ("summarize", "answer", "chat")
+GENERATIVE_TASKS = ("chat", "summarize", "answer", "translate", "code")
 CHAT_ROLES = ("system", "user", "assistant")
 
 SUMMARIZE_SYSTEM = "You are a careful assistant that writes short, faithful summaries."
@@ -21,6 +21,12 @@ ANSWER_WITH_CONTEXT_USER = (
     "Context:\n{context}\n\nQuestion: {question}"
 )
 ANSWER_USER = "Question: {question}"
+TRANSLATE_SYSTEM = "You are a translator. Reply with the translation only, nothing else."
+TRANSLATE_USER = "Translate the following text from {source} to {target}.\n\nText:\n{text}"
+TRANSLATE_USER_ANY = "Translate the following text to {target}.\n\nText:\n{text}"
+CODE_SYSTEM = "You are a programming assistant. Reply with working code and at most a short explanation."
+CODE_USER = "Write {language} code for this task:\n{instruction}"
+CODE_USER_ANY = "Write code for this task:\n{instruction}"
 
 
 class PromptError(ValueError):
@@ -75,6 +81,8 @@ def build_messages(task: str, inputs: Any) -> list[dict[str, str]]:
 
     - summarize: `{"text": str}` or the text itself
     - answer: `{"question": str, "context": str | None}` or the question itself
+    - translate: `{"text": str, "target": str, "source": str | None}` (languages by name)
+    - code: `{"instruction": str, "language": str | None}` or the instruction itself
     - chat: OpenAI-style messages (a list) or `{"messages": [...]}`
     """
     if task == "summarize":
@@ -98,6 +106,21 @@ def build_messages(task: str, inputs: Any) -> list[dict[str, str]]:
         else:
             user = ANSWER_USER.format(question=question.strip())
         return [{"role": "system", "content": ANSWER_SYSTEM}, {"role": "user", "content": user}]
+    if task == "translate":
+        text = _text_field(task, inputs, "text")
+        target = _text_field(task, inputs, "target")
+        source = _text_field(task, inputs, "source", required=False)
+        user = (TRANSLATE_USER.format(source=source.strip(), target=target.strip(), text=text.strip())
+                if source and source.strip() else TRANSLATE_USER_ANY.format(target=target.strip(), text=text.strip()))
+        return [{"role": "system", "content": TRANSLATE_SYSTEM}, {"role": "user", "content": user}]
+    if task == "code":
+        instruction = inputs if isinstance(inputs, str) else _text_field(task, inputs, "instruction")
+        if not instruction.strip():
+            raise PromptError("task 'code': field 'instruction' is empty")
+        language = None if isinstance(inputs, str) else _text_field(task, inputs, "language", required=False)
+        user = (CODE_USER.format(language=language.strip(), instruction=instruction.strip())
+                if language and language.strip() else CODE_USER_ANY.format(instruction=instruction.strip()))
+        return [{"role": "system", "content": CODE_SYSTEM}, {"role": "user", "content": user}]
     if task == "chat":
         messages = inputs.get("messages") if isinstance(inputs, Mapping) else inputs
         return validate_messages(messages)

@@ -107,7 +107,8 @@ def _default_pools() -> list[PoolConfig]:
             inflight_per_replica=8,
             continuous=True,
             preempt_reserve=2,
-            prior=LatencyPrior(a_s=0.2, b_s=0.05, c_s=0.01),
+            # tokens in prompt-token units (cluster/http/openai_api.py DECODE_TOKEN_COST): ~1 ms each
+            prior=LatencyPrior(a_s=0.1, b_s=0.0, c_s=0.001),
         ),
     ]
 

@@ -204,15 +204,21 @@ class ServeHandlePool:
     async def stream(self, payload: Any) -> AsyncIterator[Any]:
         """One streamed generation: the deployment's `stream` method through a streaming handle.
         A lost replica raises ReplicaLost (before the first item, the scheduler re-queues the job)."""
+        response = self.handle.options(stream=True).stream.remote(payload)
+        ended = False
         try:
-            async for item in self.handle.options(stream=True).stream.remote(payload):
+            async for item in response:
                 yield item
+            ended = True
         except Exception as e:
             lost = lost_replica_error(e)
             if lost is None:
                 raise
             self._polled_at = float("-inf")
             raise lost from e
+        finally:
+            if not ended:
+                response.cancel()  # closed early: the replica drops the sequence at its next decode step
 
 
 def as_pool(obj: Any) -> ReplicaPool:

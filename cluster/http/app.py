@@ -272,6 +272,9 @@ def build_gateway_app(backend: Backend, settings: GatewaySettings | None = None,
             labels = list(bundle.labels(name)) if kind in ("classification", "multilabel",
                                                            "token_classification") else None
             infos.append(TaskInfo(name=name, type=kind, labels=labels, max_length=spec.max_length))
+        if settings.generator_model:  # switched per request: a template each, one set of weights
+            infos += [TaskInfo(name=t, type="generation", labels=None, max_length=None, route="/v1/chat/completions")
+                      for t in settings.generative_tasks]
         return TasksResponse(tasks=infos, model=settings.model_name)
 
     @app.get("/v1/stats", tags=["native"], summary="Scheduler and replica statistics")

@@ -12,7 +12,9 @@ A result is the generator payload's result (cluster/replicas/payload.py): a dict
 
 Models: `model_name` (raw prompts for /v1/completions, the chat template for chat) and one alias per
 known generative task: `chat`, `summarize` (the last user message is the text), `answer` (the last
-user message is the question; earlier messages, if any, are the context).
+user message is the question; earlier messages, if any, are the context), `translate` (the last
+user message, into `target_language`, from `source_language` if given) and `code` (the last user
+message is the instruction; `language` optional). Weights never reload: a task is a template.
 Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`, including request
 validation (a custom route class), so OpenAI clients raise their usual exceptions.
 """
@@ -53,7 +55,11 @@ from scheduler.request import Job, Outcome
 
 log = logging.getLogger("mtc.openai")
 
-TEMPLATED_TASKS = ("chat", "summarize", "answer")
+TEMPLATED_TASKS = ("chat", "summarize", "answer", "translate", "code")
+# A decoded token costs about this many prompt tokens of prefill on the default model (a decode step
+# at 8 sequences ~60 ms, prefill ~1 ms per prompt token, on the 2-core CPU): the scheduler's
+# latency model for the generator pool is linear in this one token count (scheduler/latency.py).
+DECODE_TOKEN_COST = 32
 ERROR_DOCS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 503, 504)}
 
 
@@ -177,11 +183,14 @@ def make_openai_router(
             raise OpenAIError(413, f"the input is {size} characters; at most {max_prompt_chars}", "messages")
         return payload
 
-    def job_for(payload: dict, task: str, priority: str, deadline_ms: float | None) -> Job:
+    def job_for(payload: dict, task: str, priority: str, deadline_ms: float | None, *, stream: bool = False) -> Job:
+        """The scheduler job of one prompt. Its token count is the work its deadline covers, in
+        prompt-token units: a stream's deadline is on its first token (the prefill), a whole
+        answer's also covers every new token, each costing DECODE_TOKEN_COST prompt tokens."""
         text = payload.get("prompt") or json.dumps(payload.get("inputs"))
+        decode = 0 if stream else DECODE_TOKEN_COST * int(payload["max_new_tokens"])
         return Job(tasks=(task,), pool=GENERATOR_POOL, priority=priority, deadline_ms=deadline_ms,
-                   num_tokens=counter(text) + int(payload["max_new_tokens"]), payload=payload,
-                   received_at_s=received_at_s())
+                   num_tokens=counter(text) + decode, payload=payload, received_at_s=received_at_s())
 
     async def call_backend(call: Callable[[], Any]) -> Any:
         try:
@@ -232,7 +241,8 @@ def make_openai_router(
         task, source = _chat_source(alias, body)
         payload = payload_for(body, max_tokens, **source)
         if body.stream:
-            return await _stream_response(stream_fn, job_for(payload, task, priority, body.deadline_ms), body, chat=True)
+            job = job_for(payload, task, priority, body.deadline_ms, stream=True)
+            return await _stream_response(stream_fn, job, body, chat=True)
         (result,) = await run_all([payload], task, priority, body.deadline_ms)
         return ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=body.model,
@@ -253,9 +263,9 @@ def make_openai_router(
         if body.stream and len(prompts) != 1:
             raise OpenAIError(400, "streaming takes one prompt; send a string, not a list", "prompt")
         task = alias or "completion"
-        payloads = [payload_for(body, max_tokens, **_completion_source(alias, p)) for p in prompts]
+        payloads = [payload_for(body, max_tokens, **_completion_source(alias, p, body)) for p in prompts]
         if body.stream:
-            job = job_for(payloads[0], task, priority, body.deadline_ms)
+            job = job_for(payloads[0], task, priority, body.deadline_ms, stream=True)
             return await _stream_response(stream_fn, job, body, chat=False)
         results = await run_all(payloads, task, priority, body.deadline_ms)
         return TextCompletion(
@@ -276,20 +286,34 @@ def _chat_source(alias: str | None, body: ChatCompletionRequest) -> tuple[str, d
     if not users:
         raise OpenAIError(400, f"model {alias!r} needs a user message holding the input", "messages")
     last = messages[users[-1]]["content"]
-    if alias == "summarize":
-        return "summarize", {"task": "summarize", "inputs": {"text": last}}
+    if alias in ("summarize", "translate", "code"):
+        return alias, _task_source(alias, last, body)
     context = "\n\n".join(m["content"] for i, m in enumerate(messages) if i != users[-1] and m["content"].strip())
     return "answer", {"task": "answer", "inputs": {"question": last, "context": context or None}}
 
 
-def _completion_source(alias: str | None, prompt: str) -> dict:
+def _completion_source(alias: str | None, prompt: str, body: CompletionRequest) -> dict:
     if alias is None:
         return {"prompt": prompt}
     if alias == "chat":
         return {"task": "chat", "inputs": [{"role": "user", "content": prompt}]}
+    if alias == "answer":
+        return {"task": "answer", "inputs": {"question": prompt}}
+    return _task_source(alias, prompt, body)
+
+
+def _task_source(alias: str, text: str, body: Any) -> dict:
+    """The payload source of a one-input task: the text, plus the languages `translate` and `code` take
+    from the request's extension fields."""
     if alias == "summarize":
-        return {"task": "summarize", "inputs": {"text": prompt}}
-    return {"task": "answer", "inputs": {"question": prompt}}
+        return {"task": "summarize", "inputs": {"text": text}}
+    if alias == "translate":
+        if not body.target_language:
+            raise OpenAIError(400, "model 'translate' needs 'target_language' (for example \"French\"); "
+                                   "'source_language' is optional", "target_language")
+        return {"task": "translate", "inputs": {"text": text, "target": body.target_language,
+                                                "source": body.source_language}}
+    return {"task": "code", "inputs": {"instruction": text, "language": body.language}}
 
 
 async def _maybe_await(value: Any) -> Any:

@@ -65,6 +65,10 @@ class _Common(BaseModel):
     # Extensions: the scheduler class (wins over service_tier) and a deadline for this request; for
     # a stream, the deadline is on its first token.
     priority: str | None = Field(None, min_length=1, max_length=64)
+    # The task aliases' inputs: `translate` (target required, source optional), `code` (language).
+    target_language: str | None = Field(None, min_length=1, max_length=64)
+    source_language: str | None = Field(None, min_length=1, max_length=64)
+    language: str | None = Field(None, min_length=1, max_length=64)
     deadline_ms: Annotated[float, Field(gt=0, le=MAX_DEADLINE_MS)] | None = None
 
     @field_validator("temperature")

@@ -64,7 +64,7 @@ class GatewaySettings(BaseModel):
     pool_variants: dict[str, str] = Field(default_factory=dict)
     # Generation (OpenAI-compatible routes): mounted when a generator pool exists.
     generator_model: str | None = None
-    generative_tasks: tuple[str, ...] = ("summarize", "answer", "chat")
+    generative_tasks: tuple[str, ...] = ("chat", "summarize", "answer", "translate", "code")
     # Per-class lanes at this gateway replica (scheduler/front_door.py says why).
     front_door: FrontDoorSettings = Field(default_factory=lambda: FrontDoorSettings())
     # Entity types `/v1/predict` masks when a request sends `"anonymize": {}` (no `types`);
@@ -207,9 +207,10 @@ class PredictResponse(BaseModel):
 
 class TaskInfo(BaseModel):
     name: str
-    type: str
+    type: str  # an encoder head's type, or "generation" (a prompt template of the generator pool)
     labels: list[str] | None
-    max_length: int
+    max_length: int | None  # tokens an encoder task reads; None for generation (the model's context)
+    route: str = "/v1/predict"  # where to call it; generation: the OpenAI routes, model = the task name
 
 
 class TasksResponse(BaseModel):

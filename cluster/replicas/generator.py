@@ -155,7 +155,7 @@ class GeneratorCore(ReplicaCore):
             "tokens": self.prompt_tokens + self.completion_tokens,
             "item_errors": self.item_errors,
             "errors": self.errors,
-            "engine": self.engine.stats.as_dict(),
+            "engine": {**self.engine.stats.as_dict(), "held": self.engine.load()},
             "busy_s": round(self.engine.stats.busy_s, 3),
             "pid": os.getpid(),
         }

@@ -41,11 +41,25 @@ def test_chat_messages_pass_through_and_accept_text_parts():
     ("chat", [{"role": "user", "content": 5}], "content must be a string"),
     ("chat", [{"role": "user", "content": [{"type": "image_url"}]}], "only text parts"),
     ("chat", [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "last message"),
-    ("translate", "x", "unknown generative task"),
+    ("poem", "x", "unknown generative task"),
+    ("translate", {"text": "Bonjour"}, "'target'"),
+    ("translate", "Bonjour", "'text'"),
+    ("code", {"instruction": " "}, "empty"),
 ])
 def test_bad_inputs_raise_prompt_error_naming_the_problem(task, inputs, fragment):
     with pytest.raises(PromptError, match=fragment):
         build_messages(task, inputs)
+
+
+def test_translate_and_code_templates_name_their_languages():
+    system, user = build_messages("translate", {"text": "Good morning", "target": "French", "source": "English"})
+    assert system["role"] == "system" and "translation only" in system["content"]
+    assert user["content"] == "Translate the following text from English to French.\n\nText:\nGood morning"
+    (_, anywhere) = build_messages("translate", {"text": "Hola", "target": "German"})
+    assert anywhere["content"].startswith("Translate the following text to German.")
+    (_, code) = build_messages("code", {"instruction": "reverse a list", "language": "Python"})
+    assert code["content"] == "Write Python code for this task:\nreverse a list"
+    assert build_messages("code", "sort numbers")[1]["content"] == "Write code for this task:\nsort numbers"
 
 
 def test_render_chatml_matches_smollm2_format():

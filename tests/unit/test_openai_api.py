@@ -26,6 +26,7 @@ class FakeBackend:
         self.stream_items: list = ["Hel", "lo", {"finish_reason": "length", "prompt_tokens": 5, "completion_tokens": 2}]
         self.stream_error: Exception | None = None
         self.streams: list[tuple[dict, str]] = []
+        self.stream_jobs: list[Job] = []
 
     async def submit(self, job: Job) -> Outcome:
         self.jobs.append(job)
@@ -39,6 +40,7 @@ class FakeBackend:
 
     async def stream(self, job: Job):
         self.streams.append((job.payload, job.priority))
+        self.stream_jobs.append(job)
         if self.stream_error:
             raise self.stream_error
         for item in self.stream_items:
@@ -108,6 +110,42 @@ def test_task_aliases_choose_templates(client, backend):
     assert raw["prompt"] == "Once upon" and "task" not in raw
     assert chat_alias["inputs"] == [{"role": "user", "content": "Hello"}]
     assert [j.tasks for j in backend.jobs] == [("answer",), ("summarize",), ("completion",), ("chat",)]
+
+
+def test_translate_and_code_aliases_take_their_languages_and_service_tier_picks_the_class(backend):
+    app = FastAPI()
+    app.include_router(make_openai_router(backend.submit, backend.stream, MODEL,
+                                          ["chat", "summarize", "answer", "translate", "code"],
+                                          priority_classes=["interactive", "standard", "batch"]))
+    client = TestClient(app)
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [
+        MODEL, "chat", "summarize", "answer", "translate", "code"]
+    hi = [{"role": "user", "content": "Good morning"}]
+    ok = client.post("/v1/chat/completions", json={"model": "translate", "messages": hi, "target_language": "French",
+                                                   "service_tier": "flex"})
+    assert ok.status_code == 200
+    assert client.post("/v1/completions", json={"model": "code", "prompt": "reverse a list", "language": "Python",
+                                                "service_tier": "priority"}).status_code == 200
+    assert client.post("/v1/completions", json={"model": "code", "prompt": "x", "service_tier": "priority",
+                                                "priority": "standard"}).status_code == 200
+    translate, code, explicit = backend.jobs
+    assert translate.payload["inputs"] == {"text": "Good morning", "target": "French", "source": None}
+    assert (translate.tasks, translate.priority) == (("translate",), "batch")
+    assert code.payload["inputs"] == {"instruction": "reverse a list", "language": "Python"}
+    assert code.priority == "interactive" and explicit.priority == "standard"  # our field wins
+    assert_openai_error(client.post("/v1/chat/completions", json={"model": "translate", "messages": hi}),
+                        400, "target_language", "target_language")
+    assert client.post("/v1/completions", json={"model": "code", "prompt": "x",
+                                                "service_tier": "turbo"}).status_code == 422
+
+
+def test_a_stream_the_scheduler_refuses_gets_429_before_any_event(client, backend):
+    backend.stream_items = [Outcome(Status.REFUSED, error="queue full", retry_after_s=2.0)]
+    r = chat(client, stream=True)
+    assert_openai_error(r, 429, "queue full")
+    assert r.headers["retry-after"] == "2"
+    job = backend.stream_jobs[0]
+    assert job.num_tokens < 128  # a stream's deadline covers its first token: no decode cost in it
 
 
 def test_completion_with_a_list_of_prompts_gives_one_choice_each(client, backend):

@@ -1,0 +1,230 @@
+"""Continuous batching benchmark (not a test): our decode engine against static batches, sequential
+calls and transformers' own continuous batching, on the same model, prompts and greedy tokens.
+
+Part A, throughput: N streams (1, 8, 32) all arriving at once, each up to --max-new-tokens.
+  * sequential: one `Generator.generate` call per stream, one after another;
+  * static: `Generator.generate` over batches of --slots streams in arrival order (a batch decodes
+    until its longest row is done: the serving path before issue 12);
+  * transformers CB: `model.generate_batch` (transformers' continuous batching), where it runs;
+  * ours: `mtl.engine.ContinuousEngine` with --slots slots.
+  Tokens/s is completion tokens over wall time; TTFT is each stream's time to its first token.
+Part B, priority: an interactive stream arriving while 8 or 32 batch-class streams decode, with
+  the engine's preemption on and off, against the same stream on an idle engine.
+
+Every mode runs in this one process on the same torch threads (--threads, default every core),
+one after another. Writes bench/reports/continuous.md, .json and .png.
+
+    python -m bench.continuous_bench [--streams 1 8 32] [--max-new-tokens 48] [--slots 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import REPORTS_DIR
+from bench.generate_bench import prompts_for
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPORT = REPORTS_DIR / "continuous.md"
+
+
+def run_sequential(gen: Any, prompts: list[str], n_new: int) -> dict:
+    t0 = time.perf_counter()
+    ttft, texts, tokens = [], [], 0
+    for p in prompts:
+        first = None
+        for item in gen.stream_request(_request(p, n_new)):
+            if first is None:
+                first = time.perf_counter() - t0
+            if not isinstance(item, str):
+                texts.append(item.text)
+                tokens += item.completion_tokens
+        ttft.append(first)
+    return _summary(time.perf_counter() - t0, tokens, ttft, texts)
+
+
+def run_static(gen: Any, prompts: list[str], n_new: int, slots: int) -> dict:
+    """Batches of `slots` in arrival order; a batch's first step is each of its rows' first token."""
+    t0 = time.perf_counter()
+    ttft, texts, tokens = [], [], 0
+    for start in range(0, len(prompts), slots):
+        requests = [_request(p, n_new) for p in prompts[start:start + slots]]
+        first, rows = None, []
+        for rows in gen._decode(requests):  # noqa: SLF001 - the static loop itself, step by step
+            if first is None:
+                first = time.perf_counter() - t0
+        ttft += [first] * len(requests)
+        for row in rows:
+            done = row.completion()
+            texts.append(done.text)
+            tokens += done.completion_tokens
+    return _summary(time.perf_counter() - t0, tokens, ttft, texts)
+
+
+def run_ours(gen: Any, prompts: list[str], n_new: int, slots: int, *, ranks: list[int] | None = None,
+             preempt: bool = True, at: list[float] | None = None) -> dict:
+    """All prompts through one engine; `at[i]` delays prompt i's arrival (seconds after the start)."""
+    from mtl.engine import ContinuousEngine
+    from mtl.generate import Completion
+
+    engine = ContinuousEngine(gen, slots=slots, preempt=preempt)
+    n = len(prompts)
+    first: list[float | None] = [None] * n
+    arrived: list[float] = [0.0] * n
+    done: dict[int, Completion] = {}
+    all_done = threading.Event()
+
+    def sink(i: int) -> Callable[[Any], None]:
+        def emit(item: Any) -> None:
+            if first[i] is None and isinstance(item, str | Completion):
+                first[i] = time.perf_counter() - arrived[i]
+            if isinstance(item, Completion | BaseException):
+                done[i] = item
+                if len(done) == n:
+                    all_done.set()
+        return emit
+
+    engine.start()
+    t0 = time.perf_counter()
+    order = sorted(range(n), key=lambda i: (at or [0.0] * n)[i])
+    for i in order:
+        wait = (at[i] if at else 0.0) - (time.perf_counter() - t0)
+        if wait > 0:
+            time.sleep(wait)
+        arrived[i] = time.perf_counter()
+        engine.submit(_request(prompts[i], n_new if ranks is None or ranks[i] > 0 else n_new // 3),
+                      sink(i), rank=ranks[i] if ranks else 2)
+    all_done.wait(3600)
+    wall = time.perf_counter() - t0
+    engine.stop()
+    bad = [d for d in done.values() if not isinstance(d, Completion)]
+    if bad:
+        raise RuntimeError(f"engine failed: {bad[0]!r}")
+    out = _summary(wall, sum(done[i].completion_tokens for i in range(n)), first, [done[i].text for i in range(n)])
+    out["stats"] = engine.stats.as_dict()
+    out["first_s"] = first
+    return out
+
+
+def run_transformers_cb(gen: Any, prompts: list[str], n_new: int, slots: int) -> dict:
+    """transformers' continuous batching (`generate_batch`); no per-token timestamps here: TTFT n/a."""
+    from transformers import GenerationConfig
+
+    ids = [gen._encode(p) for p in prompts]  # noqa: SLF001
+    config = GenerationConfig(max_new_tokens=n_new, do_sample=False, eos_token_id=sorted(gen.eos_token_ids),
+                              pad_token_id=gen.pad_token_id)
+    t0 = time.perf_counter()
+    outputs = gen.model.generate_batch(ids, generation_config=config, progress_bar=False)
+    wall = time.perf_counter() - t0
+    tokens, texts = 0, []
+    for out in outputs.values():
+        generated = [t for t in out.generated_tokens if t not in gen.eos_token_ids]
+        tokens += len(out.generated_tokens)
+        texts.append(gen._decode_text(generated))  # noqa: SLF001
+    return _summary(wall, tokens, [], texts)
+
+
+def _request(prompt: str, n_new: int):
+    from mtl.generate import GenerationRequest
+
+    return GenerationRequest(prompt, max_new_tokens=max(1, n_new))
+
+
+def _summary(wall: float, tokens: int, ttft: list, texts: list[str]) -> dict:
+    ttft = [t for t in ttft if t is not None]
+    return {"wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall if wall else 0.0,
+            "ttft_p50_s": statistics.median(ttft) if ttft else None,
+            "ttft_max_s": max(ttft) if ttft else None, "texts": texts}
+
+
+def priority_probe(gen: Any, prompts: list[str], n_new: int, slots: int, background: int, preempt: bool) -> dict:
+    """One interactive stream 1.5 s after `background` batch-class streams started; its TTFT."""
+    probe = prompts[0]
+    batch = [prompts[1 + i % (len(prompts) - 1)] for i in range(background)]
+    ranks = [2] * background + [0]
+    at = [0.0] * background + [1.5]
+    out = run_ours(gen, batch + [probe], n_new, slots, ranks=ranks, preempt=preempt, at=at)
+    return {"background": background, "preempt": preempt, "interactive_ttft_s": out["first_s"][-1],
+            "paused": out["stats"]["paused"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--skip-sequential-above", type=int, default=8,
+                        help="sequential calls only up to this many streams (they take N times one stream)")
+    parser.add_argument("--out", type=Path, default=REPORT)
+    args = parser.parse_args()
+
+    from mtl.generate import Generator
+
+    gen = Generator.load(num_threads=args.threads)
+    gen.generate(prompts_for(gen, 2), max_new_tokens=4)  # warm-up
+    results: dict[str, Any] = {"throughput": [], "priority": [], "args": vars(args) | {"out": str(args.out)}}
+    for n in args.streams:
+        prompts = prompts_for(gen, n)
+        row: dict[str, Any] = {"streams": n}
+        modes = [("static", lambda: run_static(gen, prompts, args.max_new_tokens, args.slots)),
+                 ("ours", lambda: run_ours(gen, prompts, args.max_new_tokens, args.slots)),
+                 ("transformers_cb", lambda: run_transformers_cb(gen, prompts, args.max_new_tokens, args.slots))]
+        if n <= args.skip_sequential_above:
+            modes.insert(0, ("sequential", lambda: run_sequential(gen, prompts, args.max_new_tokens)))
+        for name, fn in modes:
+            try:
+                row[name] = fn()
+            except Exception as err:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
+                row[name] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+            shown = row[name].get("tokens_per_s")
+            print(f"{n:>3} streams  {name:<16} " + (f"{shown:6.1f} tokens/s  TTFT p50 "
+                  f"{_fmt(row[name].get('ttft_p50_s'))}" if shown is not None else row[name]["error"]), flush=True)
+        row["same_text_as_static"] = row["ours"].get("texts") == row["static"].get("texts")
+        results["throughput"].append(row)
+
+    prompts = prompts_for(gen, 9)
+    idle = run_ours(gen, prompts[:1], args.max_new_tokens // 3, args.slots)
+    results["idle_ttft_s"] = idle["ttft_p50_s"]
+    print(f"interactive TTFT on an idle engine: {_fmt(idle['ttft_p50_s'])}", flush=True)
+    for background in (8, 32):
+        for preempt in (True, False):
+            probe = priority_probe(gen, prompts, args.max_new_tokens, args.slots, background, preempt)
+            probe["ratio_to_idle"] = probe["interactive_ttft_s"] / idle["ttft_p50_s"]
+            results["priority"].append(probe)
+            print(f"interactive TTFT beside {background} batch streams, preempt {preempt}: "
+                  f"{_fmt(probe['interactive_ttft_s'])} ({probe['ratio_to_idle']:.1f}x idle)", flush=True)
+    write_report(results, gen, args)
+
+
+def _fmt(s: float | None) -> str:
+    return "n/a" if s is None else f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def write_report(results: dict, gen: Any, args: argparse.Namespace) -> None:
+    from bench.continuous_report import render
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for row in results["throughput"]:
+        for mode in row.values():
+            if isinstance(mode, dict):
+                mode.pop("texts", None)
+                mode.pop("first_s", None)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+    text = render(results, f"{gen.name} on {gen.device}, torch threads {args.threads}; host {platform.machine()}, "
+                           f"{os.cpu_count()} CPUs", args.out.with_suffix(".png"))
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
