@@ -11,8 +11,8 @@ Part A, throughput: N streams (1, 8, 32) all arriving at once, each up to --max-
 Part B, priority: an interactive stream arriving while 8 or 32 batch-class streams decode, with
   the engine's preemption on and off, against the same stream on an idle engine.
 
-Every mode runs in this one process on the same torch threads (--threads, default every core),
-one after another. Writes bench/reports/continuous.md, .json and .png.
+Every mode runs in a fresh process of its own (`measure` says why), one after another, on the same
+torch threads (--threads, default every core). Writes bench/reports/continuous.md, .json and .png.
 
     python -m bench.continuous_bench [--streams 1 8 32] [--max-new-tokens 48] [--slots 8]
 """
@@ -23,13 +23,15 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import REPORTS_DIR
+from bench import REPORTS_DIR, ROOT
 from bench.generate_bench import prompts_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -146,15 +148,62 @@ def _summary(wall: float, tokens: int, ttft: list, texts: list[str]) -> dict:
             "ttft_max_s": max(ttft) if ttft else None, "texts": texts}
 
 
+PROBE_AT_S = (1.5, 2.2, 2.9, 3.6, 4.3)  # interactive arrivals, while the batch streams decode
+
+
 def priority_probe(gen: Any, prompts: list[str], n_new: int, slots: int, background: int, preempt: bool) -> dict:
-    """One interactive stream 1.5 s after `background` batch-class streams started; its TTFT."""
-    probe = prompts[0]
+    """Interactive streams arriving one by one (PROBE_AT_S) while `background` batch-class streams
+    decode; their TTFT (median and worst). The first arrives as the batch streams' prefill ends."""
     batch = [prompts[1 + i % (len(prompts) - 1)] for i in range(background)]
-    ranks = [2] * background + [0]
-    at = [0.0] * background + [1.5]
-    out = run_ours(gen, batch + [probe], n_new, slots, ranks=ranks, preempt=preempt, at=at)
-    return {"background": background, "preempt": preempt, "interactive_ttft_s": out["first_s"][-1],
-            "paused": out["stats"]["paused"]}
+    probes = [prompts[0]] * len(PROBE_AT_S)
+    ranks = [2] * background + [0] * len(probes)
+    at = [0.0] * background + list(PROBE_AT_S)
+    out = run_ours(gen, batch + probes, n_new, slots, ranks=ranks, preempt=preempt, at=at)
+    ttft = out["first_s"][background:]
+    return {"background": background, "preempt": preempt, "interactive_ttft_s": statistics.median(ttft),
+            "interactive_ttft_max_s": max(ttft), "interactive_ttfts_s": ttft, "paused": out["stats"]["paused"]}
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One measurement in this (fresh) process: see `measure` for why a process each."""
+    from mtl.generate import Generator
+
+    gen = Generator.load(num_threads=args.threads)
+    mode, n = args.child, args.n
+    if mode == "probe":
+        prompts = prompts_for(gen, 9)
+        run_ours(gen, prompts[:2], 4, args.slots)  # warm-up, on an engine thread like the measured one
+        idle = run_ours(gen, prompts[:1], args.max_new_tokens // 3, args.slots)
+        probe = priority_probe(gen, prompts, args.max_new_tokens, args.slots, n, args.preempt)
+        return {**probe, "idle_ttft_s": idle["ttft_p50_s"]}
+    prompts = prompts_for(gen, n)
+    if mode == "ours":
+        run_ours(gen, prompts[:2], 4, args.slots)  # warm-up on an engine thread
+        out = run_ours(gen, prompts, args.max_new_tokens, args.slots)
+    else:
+        gen.generate(prompts[:2], max_new_tokens=4)  # warm-up on this thread, where the mode runs
+        runner = {"sequential": lambda: run_sequential(gen, prompts, args.max_new_tokens),
+                  "static": lambda: run_static(gen, prompts, args.max_new_tokens, args.slots),
+                  "transformers_cb": lambda: run_transformers_cb(gen, prompts, args.max_new_tokens, args.slots)}
+        out = runner[mode]()
+    out.pop("first_s", None)
+    return out
+
+
+def measure(args: argparse.Namespace, mode: str, n: int, **extra: Any) -> dict:
+    """`mode` at `n` streams in a fresh process. Why a process each: once one thread has run torch's
+    parallel kernels, another thread doing the same ran 1.5-3.5x slower here (a static batch of 8
+    x 24 tokens: 4.7 s on the main thread, 7-17 s on a second thread after the main one had run),
+    and the engine decodes on its own thread; fresh, either thread runs at the same speed (4.6-5.0 s)."""
+    cmd = [sys.executable, "-m", "bench.continuous_bench", "--child", mode, "--n", str(n), "--slots", str(args.slots),
+           "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)]
+    if extra.get("preempt") is False:
+        cmd.append("--no-preempt")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    return json.loads(lines[-1])
 
 
 def main() -> None:
@@ -166,51 +215,49 @@ def main() -> None:
     parser.add_argument("--skip-sequential-above", type=int, default=8,
                         help="sequential calls only up to this many streams (they take N times one stream)")
     parser.add_argument("--out", type=Path, default=REPORT)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--no-preempt", dest="preempt", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args), default=str), flush=True)
+        # Out at once: torch's intra-op pool of the (stopped) engine thread can abort the
+        # interpreter's teardown ("terminate called without an active exception").
+        os._exit(0)
 
-    from mtl.generate import Generator
-
-    gen = Generator.load(num_threads=args.threads)
-    gen.generate(prompts_for(gen, 2), max_new_tokens=4)  # warm-up
     results: dict[str, Any] = {"throughput": [], "priority": [], "args": vars(args) | {"out": str(args.out)}}
     for n in args.streams:
-        prompts = prompts_for(gen, n)
         row: dict[str, Any] = {"streams": n}
-        modes = [("static", lambda: run_static(gen, prompts, args.max_new_tokens, args.slots)),
-                 ("ours", lambda: run_ours(gen, prompts, args.max_new_tokens, args.slots)),
-                 ("transformers_cb", lambda: run_transformers_cb(gen, prompts, args.max_new_tokens, args.slots))]
+        modes = ["static", "ours", "transformers_cb"]
         if n <= args.skip_sequential_above:
-            modes.insert(0, ("sequential", lambda: run_sequential(gen, prompts, args.max_new_tokens)))
-        for name, fn in modes:
-            try:
-                row[name] = fn()
-            except Exception as err:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
-                row[name] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+            modes.insert(0, "sequential")
+        for name in modes:
+            row[name] = measure(args, name, n)
             shown = row[name].get("tokens_per_s")
             print(f"{n:>3} streams  {name:<16} " + (f"{shown:6.1f} tokens/s  TTFT p50 "
                   f"{_fmt(row[name].get('ttft_p50_s'))}" if shown is not None else row[name]["error"]), flush=True)
         row["same_text_as_static"] = row["ours"].get("texts") == row["static"].get("texts")
         results["throughput"].append(row)
-
-    prompts = prompts_for(gen, 9)
-    idle = run_ours(gen, prompts[:1], args.max_new_tokens // 3, args.slots)
-    results["idle_ttft_s"] = idle["ttft_p50_s"]
-    print(f"interactive TTFT on an idle engine: {_fmt(idle['ttft_p50_s'])}", flush=True)
     for background in (8, 32):
         for preempt in (True, False):
-            probe = priority_probe(gen, prompts, args.max_new_tokens, args.slots, background, preempt)
-            probe["ratio_to_idle"] = probe["interactive_ttft_s"] / idle["ttft_p50_s"]
+            probe = measure(args, "probe", background, preempt=preempt)
+            if "error" in probe:
+                print(f"probe failed: {probe['error']}")
+                continue
+            probe["ratio_to_idle"] = probe["interactive_ttft_s"] / probe["idle_ttft_s"]
             results["priority"].append(probe)
             print(f"interactive TTFT beside {background} batch streams, preempt {preempt}: "
-                  f"{_fmt(probe['interactive_ttft_s'])} ({probe['ratio_to_idle']:.1f}x idle)", flush=True)
-    write_report(results, gen, args)
+                  f"{_fmt(probe['interactive_ttft_s'])} ({probe['ratio_to_idle']:.1f}x its idle "
+                  f"{_fmt(probe['idle_ttft_s'])})", flush=True)
+    results["idle_ttft_s"] = statistics.median(p["idle_ttft_s"] for p in results["priority"])
+    write_report(results, args)
 
 
 def _fmt(s: float | None) -> str:
     return "n/a" if s is None else f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def write_report(results: dict, gen: Any, args: argparse.Namespace) -> None:
+def write_report(results: dict, args: argparse.Namespace) -> None:
     from bench.continuous_report import render
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,8 +267,9 @@ def write_report(results: dict, gen: Any, args: argparse.Namespace) -> None:
                 mode.pop("texts", None)
                 mode.pop("first_s", None)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
-    text = render(results, f"{gen.name} on {gen.device}, torch threads {args.threads}; host {platform.machine()}, "
-                           f"{os.cpu_count()} CPUs", args.out.with_suffix(".png"))
+    where = (f"SmolLM2-135M-Instruct (float32) on CPU, torch threads {args.threads}; host {platform.machine()}, "
+             f"{os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
+    text = render(results, where, args.out.with_suffix(".png"))
     args.out.write_text(text)
     print(text)
 

@@ -54,7 +54,7 @@ class _Sequence:
     ended: bool = False
 
     def view(self) -> SlotView:
-        return SlotView(self.key, self.rank, self.order)
+        return SlotView(self.key, self.rank, self.order, len(self.prompt_ids) + len(self.row.tokens))
 
     def context(self) -> list[int]:
         """What a (re)join prefills: the prompt and every token produced so far."""
@@ -83,7 +83,7 @@ class EngineStats:
 class ContinuousEngine:
     """Continuous batching over a `mtl.generate.Generator` (its model, tokenizer and text rules)."""
 
-    def __init__(self, generator: Any, *, slots: int = 8, preempt: bool = True,
+    def __init__(self, generator: Any, *, slots: int = 8, preempt: bool = True, prefill_budget: int | None = 512,
                  clock: Callable[[], float] = time.monotonic, batch: Any = None,
                  thread_setup: Callable[[], None] | None = None) -> None:
         if slots < 1:
@@ -91,6 +91,7 @@ class ContinuousEngine:
         self.generator = generator
         self.slots = slots
         self.preempt = preempt
+        self.prefill_budget = prefill_budget  # prompt tokens prefilled per step at most (slot_policy rule 4)
         self.clock = clock
         self.batch = batch if batch is not None else KVBatch(
             generator.model, pad_token_id=generator.pad_token_id, device=generator.device)
@@ -137,10 +138,13 @@ class ContinuousEngine:
             self._thread = threading.Thread(target=self._run, name="decode-engine", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        """End the loop (after the step in progress) and wait for the thread."""
         with self._cond:
             self._stopped = True
             self._cond.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
 
     def load(self) -> int:
         """Sequences held (running + waiting + not yet taken)."""
@@ -168,7 +172,7 @@ class ContinuousEngine:
         """One iteration of the loop (see the module's design note); public for tests."""
         self._take_arrivals()
         plan = plan_slots([s.view() for s in self.running], [s.view() for s in self.waiting.values()],
-                          self.slots, preempt=self.preempt)
+                          self.slots, preempt=self.preempt, prefill_budget=self.prefill_budget)
         if plan.pause:
             self._pause(set(plan.pause))
         if plan.join:

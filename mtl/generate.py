@@ -288,14 +288,7 @@ class Generator:
                     f"the model's context of {self.max_context_tokens} tokens"
                 )
         rows = [DecodeRow(self, r, len(ids)) for r, ids in zip(requests, encoded)]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(encoded):
-            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[i, width - len(ids):] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        input_ids, attention, positions = (t.to(self.device) for t in (input_ids, attention, positions))
+        input_ids, attention, positions = left_padded(encoded, self.pad_token_id, self.device)
         saved_threads = torch.get_num_threads()
         if self.device.type == "cpu":
             torch.set_num_threads(self.num_threads)
@@ -372,6 +365,21 @@ class DecodeRow:
 
     def completion(self) -> Completion:
         return Completion(self.text, self.prompt_tokens, len(self.tokens), self.finish_reason or "length")
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_token_id: int, device: torch.device | str = "cpu"
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded batch: (input_ids, attention_mask, position_ids). Left padding
+    puts every row's last token in the last column; the position ids count real tokens only, so a
+    padded row computes what it would alone."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+        attention[i, width - len(r):] = 1
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    return input_ids.to(device), attention.to(device), positions.to(device)
 
 
 def _torch_generator(seed: int | None) -> torch.Generator:

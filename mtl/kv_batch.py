@@ -59,14 +59,9 @@ class KVBatch:
         """Prefill new rows (appended after the existing ones, in order); returns their logits."""
         if not contexts or any(not c for c in contexts):
             raise ValueError("join needs non-empty token lists")
-        width = max(len(c) for c in contexts)
-        ids = torch.full((len(contexts), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(contexts), width), dtype=torch.long)
-        for i, c in enumerate(contexts):
-            ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-            mask[i, width - len(c):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        from mtl.generate import left_padded  # noqa: PLC0415 - generate imports the engine's parts lazily
+
+        ids, mask, positions = left_padded(contexts, self.pad_token_id, self.device)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1)
         self._stack(out.past_key_values, mask)

@@ -176,6 +176,12 @@ class GeneratorReplica(ReplicaMethods):
     async def run_batch(self, payloads: list[Any]) -> list[dict]:
         return await self.core.run_batch(payloads)
 
+    def __del__(self):
+        # Serve tears the replica down: let the decode thread end its step before the process goes.
+        core = getattr(self, "core", None)
+        if core is not None:
+            core.engine.stop()
+
     async def stream(self, payload: Any) -> AsyncIterator[str | dict]:
         async for item in self.core.stream(payload):
             yield item

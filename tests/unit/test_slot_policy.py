@@ -52,3 +52,18 @@ def test_a_paused_sequence_resumes_before_later_work_of_its_class():
 def test_slots_must_be_positive():
     with pytest.raises(ValueError, match="slots"):
         plan_slots([], [], slots=0)
+
+
+def test_a_prefill_budget_spreads_a_burst_over_steps_but_always_takes_one():
+    burst = [SlotView(k, 2, k, tokens=200) for k in range(1, 6)]
+    assert plan_slots([], burst, slots=8, prefill_budget=500).join == (1, 2)
+    assert plan_slots([], [SlotView(1, 2, 1, tokens=900)], slots=8, prefill_budget=500).join == (1,)
+    assert plan_slots([], burst, slots=8).join == (1, 2, 3, 4, 5)
+
+
+def test_an_urgent_arrival_goes_first_within_the_budget():
+    waiting = [SlotView(1, 2, 1, tokens=400), SlotView(2, 0, 2, tokens=300)]
+    assert plan_slots([], waiting, slots=4, prefill_budget=500).join == (2,)
+    running = [SlotView(7, 2, 7), SlotView(8, 2, 8)]
+    plan = plan_slots(running, [SlotView(9, 0, 9, tokens=300)], slots=2, prefill_budget=100)
+    assert plan.pause == (8,) and plan.join == (9,)  # preempting: the first joiner always goes
