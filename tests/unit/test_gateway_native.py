@@ -72,12 +72,21 @@ def test_default_priority_and_all_tasks(random_bundle_path):
     assert job.priority == "batch" and job.deadline_ms is None and set(job.tasks) == set(TASKS)
 
 
+def test_tasks_lists_the_generative_tasks_when_a_generator_serves_them(random_bundle_path):
+    c = client_for(random_bundle_path, ScriptedBackend(), generator_model="smollm2-135m-instruct")
+    listed = c.get("/v1/tasks").json()["tasks"]
+    generative = [t for t in listed if t["type"] == "generation"]
+    assert [t["name"] for t in generative] == ["chat", "summarize", "answer", "translate", "code"]
+    assert {t["route"] for t in generative} == {"/v1/chat/completions"}
+    assert {t["name"] for t in listed} == set(TASKS) | {t["name"] for t in generative}
+
+
 def test_tasks_stats_health_docs(random_bundle_path):
     c = client_for(random_bundle_path, ScriptedBackend())
     tasks = {t["name"]: t for t in c.get("/v1/tasks").json()["tasks"]}
     assert set(tasks) == set(TASKS)
     assert tasks["topic"] == {"name": "topic", "type": "classification",
-                              "labels": ["business", "sport", "tech"], "max_length": 128}
+                              "labels": ["business", "sport", "tech"], "max_length": 128, "route": "/v1/predict"}
     assert tasks["entities"]["labels"][0] == "O" and tasks["score"]["labels"] is None
     stats = c.get("/v1/stats")
     body = stats.json()
