@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from cluster.backend import GenerationUnavailable
 from scheduler.actor import SHUT_DOWN_ERROR
-from scheduler.pools import lost_replica_error
+from scheduler.pools import lost_replica_error, relay_stream
 from scheduler.request import Outcome, Readiness, Status
 
 logger = logging.getLogger("ray.serve")
@@ -82,17 +82,8 @@ class ServeBackend:
         token): an `Outcome` alone when it does not start, else text deltas and the final dict."""
         if self.generator is None:
             raise GenerationUnavailable("generation is not enabled in this deployment (serve.yaml: generator.enabled)")
-        response = self.scheduler.options(stream=True).stream.remote(job)
-        ended = False
-        try:
-            async for item in response:
-                yield item
-            ended = True
-        finally:
-            if not ended:
-                # Closed early (the client went away): cancel the scheduler's call now, not whenever
-                # the response is collected, so the job leaves its queue or decode slot at once.
-                response.cancel()
+        async for item in relay_stream(self.scheduler.options(stream=True).stream.remote(job)):
+            yield item
 
     async def edge_report(self, report) -> None:
         await self.scheduler.edge_report.remote(report)

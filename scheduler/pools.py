@@ -204,21 +204,29 @@ class ServeHandlePool:
     async def stream(self, payload: Any) -> AsyncIterator[Any]:
         """One streamed generation: the deployment's `stream` method through a streaming handle.
         A lost replica raises ReplicaLost (before the first item, the scheduler re-queues the job)."""
-        response = self.handle.options(stream=True).stream.remote(payload)
-        ended = False
         try:
-            async for item in response:
+            async for item in relay_stream(self.handle.options(stream=True).stream.remote(payload)):
                 yield item
-            ended = True
         except Exception as e:
             lost = lost_replica_error(e)
             if lost is None:
                 raise
             self._polled_at = float("-inf")
             raise lost from e
-        finally:
-            if not ended:
-                response.cancel()  # closed early: the replica drops the sequence at its next decode step
+
+
+async def relay_stream(response: Any) -> AsyncIterator[Any]:
+    """The items of a Serve streaming response; closed early (the caller went away), it cancels the
+    call at once instead of whenever the response is collected, so the work downstream stops (a
+    queued job leaves its queue, a decoding sequence its slot at the next step)."""
+    ended = False
+    try:
+        async for item in response:
+            yield item
+        ended = True
+    finally:
+        if not ended:
+            response.cancel()
 
 
 def as_pool(obj: Any) -> ReplicaPool:
