@@ -76,6 +76,10 @@ class Autoscaling(_Strict):
         return out
 
 
+# A stopping gateway's time, after the old scheduler is killed, to resubmit to the new one.
+DRAIN_MARGIN_S = 10.0
+
+
 def _access_log(enabled: bool) -> dict[str, Any]:
     return {"logging_config": {"enable_access_log": enabled}}
 
@@ -178,12 +182,18 @@ class GatewayConfig(_Strict):
     # of the gateway's and 2 % of the scheduler's CPU under overload (py-spy), and every request
     # is counted anyway (/v1/stats, the mtc_* metrics).
     access_log: bool = False
+    # How long a stopping gateway replica (a redeploy, a scale-down) keeps answering what it holds
+    # before Serve kills it, each killed call being the proxy's plain 500. Longer than the
+    # scheduler's drain (checked in ServeConfig): it waits for that answer, or resubmits to the
+    # new scheduler when the old one is killed.
+    drain_s: float = Field(150.0, gt=0)
 
     def deployment_options(self) -> dict[str, Any]:
         return {
             "ray_actor_options": {"num_cpus": self.num_cpus},
             "max_ongoing_requests": self.max_ongoing_requests,
             "autoscaling_config": self.autoscaling.to_serve(),
+            "graceful_shutdown_timeout_s": self.drain_s,
             **_access_log(self.access_log),
         }
 
@@ -193,6 +203,12 @@ class SchedulerDeploymentConfig(_Strict):
     # Passed through to scheduler.config.SchedulerConfig.
     config: dict[str, Any] = Field(default_factory=dict)
     access_log: bool = False  # Serve's line per job call (see GatewayConfig.access_log)
+    # How long a stopping scheduler replica keeps running the jobs it holds (Serve's graceful
+    # shutdown time, 20 s by default). A redeploy replaces the model pools too, and Serve stops
+    # a one-replica pool before its replacement is up: the jobs then wait for the new replica
+    # (~20 s on 2 cores), which Serve's default cut short, killing their calls (measured: 500s
+    # across a redeploy, tests/integration/test_replica_loss.py). It waits only while jobs are held.
+    drain_s: float = Field(120.0, gt=0)
 
     def deployment_options(self) -> dict[str, Any]:
         # One replica by design: it owns the queues (shards are the path past one actor).
@@ -200,6 +216,7 @@ class SchedulerDeploymentConfig(_Strict):
             "num_replicas": 1,
             "ray_actor_options": {"num_cpus": self.num_cpus},
             "max_ongoing_requests": 100_000,
+            "graceful_shutdown_timeout_s": self.drain_s,
             **_access_log(self.access_log),
         }
 
@@ -290,6 +307,16 @@ class ServeConfig(_Strict):
     generator: GeneratorPoolConfig = GeneratorPoolConfig()
     scheduler: SchedulerDeploymentConfig = SchedulerDeploymentConfig()
     gateway: GatewayConfig = GatewayConfig()
+
+    @model_validator(mode="after")
+    def _gateway_outlasts_scheduler(self):
+        if self.gateway.drain_s < self.scheduler.drain_s + DRAIN_MARGIN_S:
+            raise ValueError(
+                f"gateway.drain_s {self.gateway.drain_s:g} must exceed scheduler.drain_s "
+                f"{self.scheduler.drain_s:g} by {DRAIN_MARGIN_S:g} s at least: a stopping gateway waits for the "
+                f"scheduler's answers, and is killed with them (500s) when it stops first; use at least "
+                f"{self.scheduler.drain_s + DRAIN_MARGIN_S:g}")
+        return self
 
     @model_validator(mode="after")
     def _variants_distinct(self):

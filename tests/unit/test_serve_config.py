@@ -29,6 +29,7 @@ def test_default_file_parses():
         ({"encoder": {"autoscaling": {"min_replicas": 0}}}, "encoder: Value error, autoscaling.min_replicas 0"),
         ({"http": {"port": 0}}, "http.port"),
         ({"encodr": {}}, "encodr"),
+        ({"scheduler": {"drain_s": 200}}, "gateway.drain_s 150 must exceed scheduler.drain_s 200"),
     ],
 )
 def test_errors_name_the_key(data, key):
@@ -48,6 +49,10 @@ def test_export_is_a_valid_serve_deploy_config(tmp_path):
     assert encoder.ray_actor_options.num_gpus == 1
     assert encoder.autoscaling_config["policy"]["policy_function"] == "cluster.replicas.autoscaling:LoadPolicy"
     assert {d.name for d in app.deployments} == {"EncoderReplica", "Scheduler", "Gateway"}
+    drains = {d.name: d.graceful_shutdown_timeout_s for d in app.deployments}
+    # Serve's default (20 s) kills a stopping scheduler while its jobs wait for a new model replica.
+    assert drains["Scheduler"] == config.scheduler.drain_s > 20
+    assert drains["Gateway"] >= drains["Scheduler"] + 10
 
 
 def test_ongoing_requests_policy_leaves_serve_default():
