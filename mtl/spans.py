@@ -1,12 +1,13 @@
 """Word labels ↔ sub-word tokens, and BIO tags → entity spans with character offsets.
 
-Design note. A "word" is a maximal run of sub-word tokens with no gap between their character
-offsets, i.e. a whitespace-delimited chunk of the ORIGINAL text. That is exactly what a CoNLL word
-is once the words are joined by single spaces (how `mtl.data` builds `Example.text`), and it is
-also what a user's raw text looks like at serving time, so training and serving agree on what a
-word is without keeping the pre-split words around. Only the first sub-word of a word carries a
-label (the rest get -100 and are ignored by the loss); at decode time the whole word takes the
-label predicted for its first sub-word, so an entity always covers whole words.
+Design note. Training data (CoNLL files) comes as words, joined by single spaces into
+`Example.text` with each word's offsets (`Example.token_spans`); only the first sub-word of a
+word carries a label (the rest get -100 and are ignored by the loss). At serving time the text is
+raw, so its words are cut the way the training data was tokenized (`mtl.pretokenize`:
+punctuation, @mentions, #hashtags and URLs are words of their own): "Paris." is "Paris" and ".",
+and the entity is `Paris`, never `Paris.`. Each word takes the label predicted for its first
+sub-word, so an entity always covers whole words, and its offsets are the words' own, exact into
+the original string.
 
 Everything here is pure Python/numpy: the gateway decodes spans without torch.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from mtl import pretokenize
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips (specials, continuation sub-words)
 OUTSIDE = "O"
@@ -44,23 +47,6 @@ def entity_type(tag: str) -> str | None:
 def is_special(offset: Sequence[int]) -> bool:
     # Fast tokenizers give special tokens ([CLS], [SEP], padding) the empty span (0, 0).
     return offset[0] == offset[1]
-
-
-def group_words(offsets: Sequence[Sequence[int]]) -> list[list[int]]:
-    """Token indices grouped into words: a token continues a word when it starts where the
-    previous token ended (no whitespace between them)."""
-    words: list[list[int]] = []
-    prev_end = None
-    for i, off in enumerate(offsets):
-        if is_special(off):
-            prev_end = None
-            continue
-        if prev_end is not None and off[0] == prev_end and words:
-            words[-1].append(i)
-        else:
-            words.append([i])
-        prev_end = off[1]
-    return words
 
 
 def first_token_of_words(
@@ -116,16 +102,20 @@ def align_labels_from_word_ids(
 
 
 def decode_entities(
-    probs: np.ndarray, offsets: Sequence[Sequence[int]], text: str, tags: Sequence[str]
+    probs: np.ndarray, offsets: Sequence[Sequence[int]], text: str, tags: Sequence[str],
+    words: Sequence[Sequence[int]] | None = None,
 ) -> list[dict]:
     """Per-token tag probabilities → entities with character offsets into `text`.
 
-    Each word takes the argmax tag of its first sub-word (score = that probability). Decoding
-    is lenient IOB2: an I-X that does not continue an X entity starts a new X entity (models
-    often miss the B-), so no predicted entity is silently dropped. Entity score = mean of its
-    words' scores.
+    `words` are the (start, end) spans of the text's words; by default `mtl.pretokenize` cuts
+    them. Each word takes the argmax tag of the first token that starts in it (score = that
+    probability), as in training (`align_labels`); a word in which no token starts is outside.
+    Decoding is lenient IOB2: an I-X that does not continue an X entity starts a new X entity
+    (models often miss the B-), so no predicted entity is silently dropped. Entity score = mean
+    of its words' scores; its start and end are its first word's start and last word's end.
     """
     probs = np.asarray(probs)
+    words = pretokenize.word_spans(text) if words is None else words
     entities: list[dict] = []
     current: dict | None = None
 
@@ -140,11 +130,14 @@ def decode_entities(
             )
             current = None
 
-    for word in group_words(offsets[: len(probs)]):
-        first = word[0]
+    for (start, end), first in zip(words, first_token_of_words(offsets[: len(probs)], words)):
+        # Truncated away, or no token starts in it: the rest of a token that began in the word
+        # before (WordPiece makes "Swift👏" one [UNK]), or no token at all (a lone U+FE0F).
+        if first is None:
+            close()
+            continue
         tag_id = int(np.argmax(probs[first]))
         tag, score = tags[tag_id], float(probs[first][tag_id])
-        start, end = int(offsets[first][0]), int(offsets[word[-1]][1])
         kind = entity_type(tag)
         if kind is None:
             close()
@@ -153,7 +146,7 @@ def decode_entities(
             current["_scores"].append(score)
         else:
             close()
-            current = {"type": kind, "start": start, "end": end, "_scores": [score]}
+            current = {"type": kind, "start": int(start), "end": int(end), "_scores": [score]}
     close()
     return entities
 

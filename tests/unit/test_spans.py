@@ -11,7 +11,6 @@ from mtl.spans import (
     align_labels_from_word_ids,
     decode_entities,
     entities_to_word_tags,
-    group_words,
     tag_set,
     word_spans_of,
 )
@@ -110,10 +109,23 @@ def test_unicode_offsets_index_the_original_text(tokenizer):
     assert entities_to_word_tags(ents, words) == word_tags
 
 
-def test_group_words_uses_whitespace_not_punctuation():
-    # "ESB." is one whitespace word even though the tokenizer splits off the period
-    offsets = [(0, 0), (0, 2), (2, 3), (3, 4), (5, 8), (0, 0), (0, 0)]
-    assert group_words(offsets) == [[1, 2, 3], [4]]
+def test_an_entity_leaves_out_the_full_stop_after_it():
+    # "ESB." is two words, "ESB" and ".", though no space parts them: the tokens es ##b . go
+    # to the first word, and the period's own prediction (I-facility here) does not extend it.
+    text = "ESB. Paul"
+    offsets = [(0, 0), (0, 2), (2, 3), (3, 4), (5, 9), (0, 0)]
+    probs = one_hot(["O", "B-facility", "I-facility", "O", "B-person", "O"])
+    assert [(e["text"], e["start"], e["end"]) for e in decode_entities(probs, offsets, text, TAGS)] == [
+        ("ESB", 0, 3), ("Paul", 5, 9)]
+
+
+def test_a_token_straddling_two_words_predicts_for_the_first():
+    # A token that covers "Paris." (WordPiece does this to "Paris👏": one [UNK]) labels the word it
+    # starts in; the "." it runs into has no token of its own and is outside.
+    text = "in Paris."
+    offsets = [(0, 0), (0, 2), (3, 9), (0, 0)]
+    probs = one_hot(["O", "O", "B-facility", "O"])
+    assert [e["text"] for e in decode_entities(probs, offsets, text, TAGS)] == ["Paris"]
 
 
 def test_decode_ignores_padding_rows_past_probs():
