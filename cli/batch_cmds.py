@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 from urllib.parse import urlparse
 
 import typer
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import app
+from cluster.jobs.generation import check_generation, split_tasks
 from cluster.jobs.spec import (
     DEFAULT_APP_NAME,
     DEFAULT_PRIORITY,
@@ -29,6 +30,7 @@ from cluster.jobs.spec import (
     parse_tasks,
     spec_from,
 )
+from mtl.prompts import GENERATIVE_TASKS
 
 T = TypeVar("T")
 console = Console()
@@ -47,12 +49,29 @@ ADDRESS_HELP = "Ray dashboard (Jobs API) address; default: RAY_ADDRESS if a URL,
 def _spec(input: str, out: str, tasks: str | None, text_field: str, id_field: str | None, priority: str,
           app_name: str, bundle: str | None, resume: bool, standalone: bool, actors: int,
           chunk_records: int = 16, max_inflight: int = 512, part_records: int = 500,
-          yield_to_urgent: bool = False) -> JobSpec:
+          yield_to_urgent: bool = False, **generation: Any) -> JobSpec:
     return spec_from(input=input, output=out, tasks=parse_tasks(tasks), text_field=text_field,
                      id_field=id_field, priority=priority, app_name=app_name, bundle=bundle, resume=resume,
                      standalone=standalone, standalone_actors=actors, chunk_records=chunk_records,
                      max_inflight_records=max_inflight, part_records=part_records,
-                     yield_to_urgent=yield_to_urgent)
+                     yield_to_urgent=yield_to_urgent, **generation)
+
+
+# Generative tasks' options (cluster/jobs/generation.py), the same on `mtc submit` and `mtc batch run`.
+def _max_new_tokens() -> Any:
+    return typer.Option(64, "--max-new-tokens", min=1, max=1024, help="Generative tasks: the longest answer, in tokens.")
+
+
+def _target_language() -> Any:
+    return typer.Option(None, "--target-language", help="translate: the language to translate into (required for it).")
+
+
+def _source_language() -> Any:
+    return typer.Option(None, "--source-language", help="translate: the texts' language (optional).")
+
+
+def _language() -> Any:
+    return typer.Option(None, "--language", help="code: the programming language (optional).")
 
 
 def _fail(err: Exception) -> None:
@@ -76,12 +95,12 @@ def _jobs_api(call: Callable[[], T], address: str | None) -> T:
         _fail(RuntimeError(f"the Jobs API at {dashboard_address(address)}: {first}"))
 
 
-def _served(spec: JobSpec, address: str) -> tuple[str, list[str] | None] | None:
-    """What to check the job against: (bundle, priority classes; None: not known here). --bundle,
+def _served(spec: JobSpec, address: str) -> tuple[str, list[str] | None, list[str] | None] | None:
+    """What to check the job against: (bundle, priority classes, pools; None: not known here). --bundle,
     else the local application's, when this machine runs the cluster's head (a remote cluster's
     job checks them itself when it starts)."""
     if spec.bundle:
-        return spec.bundle, None
+        return spec.bundle, None, None
     if urlparse(address).hostname not in ("127.0.0.1", "localhost", "::1"):
         return None
     gcs = os.environ.get("RAY_ADDRESS", "")
@@ -94,8 +113,8 @@ def _served(spec: JobSpec, address: str) -> tuple[str, list[str] | None] | None:
 
         join_ray(gcs, logging_level="ERROR")
         try:
-            bundle, classes = served(scheduler_handle(spec.app_name))
-            return (bundle, classes) if bundle else None
+            bundle, classes, pools = served(scheduler_handle(spec.app_name))
+            return (bundle, classes, pools) if bundle else None
         finally:
             ray.shutdown()
     except JobSpecError:
@@ -112,12 +131,14 @@ def preflight(spec: JobSpec, address: str) -> None:
     check_input(spec)
     if spec.standalone and not spec.bundle:
         raise JobSpecError("--standalone runs the model itself: name the bundle with --bundle")
-    found = (spec.bundle, None) if spec.standalone else _served(spec, address)
+    found = (spec.bundle, None, None) if spec.standalone else _served(spec, address)
     if found is None:
         err_console.print("[dim]tasks and priority are checked by the job against the served bundle[/dim]")
         return
-    bundle, classes = found
-    check_tasks(spec, make_edge(bundle, None).task_names)
+    bundle, classes, pools = found
+    bundle_tasks = make_edge(bundle, None).task_names
+    tasks = check_tasks(spec, bundle_tasks, GENERATIVE_TASKS)
+    check_generation(spec, split_tasks(tasks, bundle_tasks)[1], pools)
     if classes is not None:  # standalone runs no scheduler; with --bundle alone, the job checks it
         check_priority(spec, classes)
 
@@ -139,13 +160,19 @@ def submit(
     part_records: int = typer.Option(500, "--part-records", min=1, help="Records per committed part file."),
     yield_to_urgent: bool = typer.Option(False, "--yield-to-urgent",
                                          help="Pause the job for a second whenever a more urgent caller misses its deadline."),
+    max_new_tokens: int = _max_new_tokens(),
+    target_language: str = _target_language(),
+    source_language: str = _source_language(),
+    language: str = _language(),
 ) -> None:
     """Submit a batch job: the file's records through the scheduler at batch priority (a Ray Job)."""
     from cluster.jobs import submit as jobs  # noqa: PLC0415
 
     try:
         spec = jobs.absolute(_spec(input, out, tasks, text_field, id_field, priority, app_name, bundle,
-                                   resume, standalone, actors, part_records=part_records, yield_to_urgent=yield_to_urgent))
+                                   resume, standalone, actors, part_records=part_records, yield_to_urgent=yield_to_urgent,
+                                   max_new_tokens=max_new_tokens, target_language=target_language,
+                                   source_language=source_language, language=language))
         preflight(spec, jobs.dashboard_address(address))
         job_id = _jobs_api(lambda: jobs.submit(spec, address), address)
     except JobSpecError as err:
@@ -173,13 +200,19 @@ def batch_run(
     part_records: int = typer.Option(500, "--part-records", help="Records per committed part file."),
     yield_to_urgent: bool = typer.Option(False, "--yield-to-urgent",
                                          help="Pause the job for a second whenever a more urgent caller misses its deadline."),
+    max_new_tokens: int = _max_new_tokens(),
+    target_language: str = _target_language(),
+    source_language: str = _source_language(),
+    language: str = _language(),
 ) -> None:
     """Run a batch job's driver here (inside a Ray Job, or on a node of the cluster)."""
     from cluster.jobs.driver import BackendGone  # noqa: PLC0415
 
     try:
         spec = _spec(input, out, tasks, text_field, id_field, priority, app_name, bundle, resume,
-                     standalone, actors, chunk_records, max_inflight, part_records, yield_to_urgent)
+                     standalone, actors, chunk_records, max_inflight, part_records, yield_to_urgent,
+                     max_new_tokens=max_new_tokens, target_language=target_language,
+                     source_language=source_language, language=language)
         if spec.resume:
             from cluster.jobs.parts import PartStore  # noqa: PLC0415
 

@@ -239,6 +239,7 @@ class SchedulerActor(BatchRunner, StreamRunner):
         s = self.core.stats()
         s["edge"] = merge_edge_reports(list(self._edge.values()))
         s["replicas"] = {name: self.replicas(name) for name in self.core.pools}
+        s["served_pools"] = sorted(self.pools)  # the pools with replicas behind them (batch jobs check)
         s["pending"] = len(self._pending)
         s["metrics"] = type(self.metrics).__name__
         return s

@@ -24,7 +24,6 @@ import asyncio
 import inspect
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -37,8 +36,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from cluster.backend import GenerationUnavailable
-from cluster.http.front_door import received_at_s
 from cluster.http.errors import ApiError, outcome_error
+from cluster.http.front_door import received_at_s
 from cluster.http.openai_schemas import (
     MAX_PROMPTS,
     ChatCompletion,
@@ -50,16 +49,18 @@ from cluster.http.openai_schemas import (
     TextCompletion,
     error_payload,
 )
+from cluster.replicas.payload import (
+    DECODE_TOKEN_COST,
+    PayloadError,
+    estimate_tokens,
+    text_source,
+)
 from scheduler.config import GENERATOR_POOL
 from scheduler.request import Job, Outcome
 
 log = logging.getLogger("mtc.openai")
 
 TEMPLATED_TASKS = ("chat", "summarize", "answer", "translate", "code")
-# A decoded token costs about this many prompt tokens of prefill on the default model (a decode step
-# at 8 sequences ~60 ms, prefill ~1 ms per prompt token, on the 2-core CPU): the scheduler's
-# latency model for the generator pool is linear in this one token count (scheduler/latency.py).
-DECODE_TOKEN_COST = 32
 ERROR_DOCS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429, 503, 504)}
 
 
@@ -119,12 +120,6 @@ def _submit_takes_job(submit_fn: Callable) -> bool:
     return len(params) < 3
 
 
-def _estimate_tokens(text: str) -> int:
-    # The gateway has no LLM tokenizer; ~4 characters per token is close for English BPE and only
-    # feeds the scheduler's batching and latency model (the replica counts exactly).
-    return max(1, math.ceil(len(text) / 4))
-
-
 def make_openai_router(
     submit_fn: Callable[..., Any],
     stream_fn: Callable[[Job], AsyncIterator[Any]],
@@ -149,7 +144,7 @@ def make_openai_router(
     names = {n.lower(): None for n in (canonical, short)} | {t.lower(): t for t in aliases}
     listed = list(dict.fromkeys([short, *aliases]))
     takes_job = _submit_takes_job(submit_fn)
-    counter = count_tokens or _estimate_tokens
+    counter = count_tokens or estimate_tokens
     created_at = int(time.time())
     router = APIRouter(route_class=_OpenAIRoute, tags=["openai"])
 
@@ -295,25 +290,18 @@ def _chat_source(alias: str | None, body: ChatCompletionRequest) -> tuple[str, d
 def _completion_source(alias: str | None, prompt: str, body: CompletionRequest) -> dict:
     if alias is None:
         return {"prompt": prompt}
-    if alias == "chat":
-        return {"task": "chat", "inputs": [{"role": "user", "content": prompt}]}
-    if alias == "answer":
-        return {"task": "answer", "inputs": {"question": prompt}}
     return _task_source(alias, prompt, body)
 
 
 def _task_source(alias: str, text: str, body: Any) -> dict:
-    """The payload source of a one-input task: the text, plus the languages `translate` and `code` take
-    from the request's extension fields."""
-    if alias == "summarize":
-        return {"task": "summarize", "inputs": {"text": text}}
-    if alias == "translate":
-        if not body.target_language:
-            raise OpenAIError(400, "model 'translate' needs 'target_language' (for example \"French\"); "
-                                   "'source_language' is optional", "target_language")
-        return {"task": "translate", "inputs": {"text": text, "target": body.target_language,
-                                                "source": body.source_language}}
-    return {"task": "code", "inputs": {"instruction": text, "language": body.language}}
+    """The payload source of one text for a task, the languages `translate` and `code` taken from
+    the request's extension fields."""
+    try:
+        return text_source(alias, text, target_language=getattr(body, "target_language", None),
+                           source_language=getattr(body, "source_language", None),
+                           language=getattr(body, "language", None))
+    except PayloadError as err:
+        raise OpenAIError(400, f"model {str(err).removeprefix('task ')}", "target_language") from None
 
 
 async def _maybe_await(value: Any) -> Any:

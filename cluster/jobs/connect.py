@@ -12,8 +12,10 @@ import asyncio
 from pathlib import Path
 
 from cluster.jobs.driver import BatchDriver, JobSummary
+from cluster.jobs.generation import check_generation, split_tasks
 from cluster.jobs.records import check_input
 from cluster.jobs.spec import JobSpec, JobSpecError, check_priority, check_tasks
+from mtl.prompts import GENERATIVE_TASKS
 
 HANDLE_TIMEOUT_S = 30.0
 
@@ -53,12 +55,12 @@ def scheduler_handle(app_name: str):
     return serve.get_deployment_handle(SCHEDULER_DEPLOYMENT, app_name=app_name)
 
 
-def served(handle) -> tuple[str | None, list[str]]:
-    """(the bundle the application serves, its priority classes, most urgent first): what a job
-    is checked against, from the scheduler itself rather than defaults."""
+def served(handle) -> tuple[str | None, list[str], list[str] | None]:
+    """(the bundle the application serves, its priority classes, most urgent first, the pools it
+    runs; None: not said): what a job is checked against, from the scheduler itself rather than defaults."""
     bundle = handle.serving_bundle.remote().result(timeout_s=HANDLE_TIMEOUT_S)
-    classes = list(handle.stats.remote().result(timeout_s=HANDLE_TIMEOUT_S)["classes"])
-    return bundle, classes
+    stats = handle.stats.remote().result(timeout_s=HANDLE_TIMEOUT_S)
+    return bundle, list(stats["classes"]), stats.get("served_pools")
 
 
 def run_connected(spec: JobSpec) -> JobSummary:
@@ -66,12 +68,13 @@ def run_connected(spec: JobSpec) -> JobSummary:
 
     ensure_ray()
     handle = scheduler_handle(spec.app_name)
-    bundle_path, classes = served(handle)
+    bundle_path, classes, pools = served(handle)
     bundle_path = bundle_path or spec.bundle
     if bundle_path is None:
         raise JobSpecError(f"application {spec.app_name!r} does not say which bundle it serves; pass --bundle")
     edge = make_edge(bundle_path, ServeBackend(handle))
-    tasks = check_tasks(spec, edge.task_names)
+    tasks = check_tasks(spec, edge.task_names, GENERATIVE_TASKS)
+    check_generation(spec, split_tasks(tasks, edge.task_names)[1], pools)
     check_priority(spec, classes)
     check_input(spec)
     print(f"[mtc-batch] {spec.input} -> {spec.output}: tasks {tasks}, priority {spec.priority}, "

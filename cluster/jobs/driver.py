@@ -2,7 +2,9 @@
 at the batch class, into committed parts; no Ray import here (cluster/jobs/connect.py wires it).
 
 Design note, the core loop. One asyncio loop; each scheduler call carries one chunk of records
-(tokenized by the gateway's own `Edge.encode_jobs`, admitted all or nothing like an HTTP request).
+(tokenized by the gateway's own `Edge.encode_jobs`, admitted all or nothing like an HTTP request);
+generative tasks add a second call beside it, to the generator pool (cluster/jobs/generation.py),
+and a record is done when all its jobs are.
 - *Send* while the AIMD window (cluster/jobs/flow.py) has room and no refusal pause is running;
   rows that are bad go straight to the errors, without a call.
 - *Receive*: a done record becomes a result row (the gateway's `Edge.results_of`, so it equals the
@@ -29,6 +31,7 @@ from typing import Any, Callable, Iterator
 
 from cluster.http.errors import ApiError
 from cluster.jobs.flow import YIELD_PAUSE_S, Window, on_done, on_refused, urgent_misses
+from cluster.jobs.generation import generation_job, generation_result, split_tasks
 from cluster.jobs.parts import Done, PartStore, error_row, result_row
 from cluster.jobs.progress import Progress
 from cluster.jobs.records import BadRow, Record, count_rows, read_records
@@ -41,6 +44,16 @@ MAX_BACKEND_ERRORS = 20  # consecutive calls that raised (no scheduler at all) b
 BACKEND_ERROR_PAUSE_S = 1.0
 STOP_POLL_S = 0.25
 STATS_EVERY_S = 0.5  # how often the job reads the scheduler's counts of more urgent misses
+
+
+# A record's status from its jobs' (one per task kind): any refusal sends it back whole, then
+# expiry, then failure; done only when every job is.
+_PRECEDENCE = (Status.REFUSED, Status.EXPIRED, Status.FAILED, Status.CANCELLED)
+
+
+def _worst(outcomes: list) -> Status:
+    statuses = {o.status for o in outcomes}
+    return next((s for s in _PRECEDENCE if s in statuses), Status.DONE)
 
 
 class BackendGone(RuntimeError):
@@ -89,6 +102,9 @@ class BatchDriver:
         self.spec = spec
         self.edge = edge  # cluster.http.edge.Edge over a Backend (ServeBackend in a real job)
         self.tasks = tasks
+        # the bundle's tasks (one encoder job a record) and the generative ones (a generator job
+        # a record and task): cluster/jobs/generation.py
+        self.encoder_tasks, self.generative = split_tasks(tasks, edge.task_names if edge is not None else tasks)
         self.out = out
         self.clock = clock
         self.store = PartStore(spec)
@@ -127,28 +143,58 @@ class BatchDriver:
                 chunk.append(item)
         return chunk
 
-    async def _call(self, chunk: list[Record]) -> tuple[list, list]:
-        texts = [r.text for r in chunk]
-        encs, jobs = self.edge.encode_jobs(texts, self.tasks, self.spec.priority, None, time.time())
-        return encs, await self.edge.backend.submit_many(jobs)
+    async def _call(self, chunk: list[Record]) -> tuple[list, list[list]]:
+        """The chunk's scheduler calls, one per pool and side by side (a call's jobs share one
+        pool: scheduler/actor.py): (the texts' encodings, each record's outcomes: its encoder
+        job's first, then one per generative task)."""
+        texts, now, n = [r.text for r in chunk], time.time(), len(chunk)
+        encs, calls = [None] * n, []
+        if self.encoder_tasks:
+            encs, jobs = self.edge.encode_jobs(texts, self.encoder_tasks, self.spec.priority, None, now)
+            calls.append(self.edge.backend.submit_many(jobs))
+        if self.generative:
+            calls.append(self.edge.backend.submit_many(
+                [generation_job(self.spec, task, text, now) for text in texts for task in self.generative]))
+        answers = await asyncio.gather(*calls)
+        enc_out = answers[0] if self.encoder_tasks else None
+        gen_out, k = (answers[-1] if self.generative else []), len(self.generative)
+        per_record = [([enc_out[i]] if enc_out is not None else []) + gen_out[i * k:(i + 1) * k] for i in range(n)]
+        return encs, per_record
 
-    def _receive(self, chunk: list[Record], encs: list, outcomes: list, progress: Progress,
+    def _results(self, record: Record, enc: Any, outcomes: list) -> tuple[dict | None, str | None]:
+        """A done record's results by task, or the reason it cannot have any (final)."""
+        results: dict = {}
+        if self.encoder_tasks:
+            _, results = self.edge.results_of(record.text, enc, outcomes[0].result, self.encoder_tasks)
+        for task, outcome in zip(self.generative, outcomes[len(outcomes) - len(self.generative):]):
+            result, reason = generation_result(outcome.result)
+            if reason is not None:
+                return None, f"{task}: {reason}"
+            results[task] = result
+        return results, None
+
+    def _receive(self, chunk: list[Record], encs: list, per_record: list[list], progress: Progress,
                  window: Window) -> Window:
         refused, retry_after, finished = False, 0.0, 0
-        for record, enc, outcome in zip(chunk, encs, outcomes):
-            status = outcome.status
+        for record, enc, outcomes in zip(chunk, encs, per_record):
+            status = _worst(outcomes)
             if status is Status.DONE:
                 try:
-                    _, results = self.edge.results_of(record.text, enc, outcome.result, self.tasks)
-                    self._buffer.append(result_row(record.line, record.id, results))
-                    progress.done += 1
+                    results, reason = self._results(record, enc, outcomes)
+                    if reason is None:
+                        self._buffer.append(result_row(record.line, record.id, results))
+                        progress.done += 1
+                    else:
+                        self._buffer.append(error_row(record.line, record.id, reason))
+                        progress.errors += 1
                 except Exception as err:  # noqa: BLE001 - one row's failure must not end the job
                     self._buffer.append(error_row(record.line, record.id,
                                                   f"post-processing failed ({type(err).__name__})", final=False))
                     progress.errors += 1
                 finished += 1
             elif status is Status.REFUSED:
-                refused, retry_after = True, max(retry_after, outcome.retry_after_s or 0.0)
+                retry_after = max([retry_after, *(o.retry_after_s or 0.0 for o in outcomes)])
+                refused = True
                 self._retry.appendleft(record)
             elif status is Status.EXPIRED:
                 progress.expired += 1
@@ -156,7 +202,8 @@ class BatchDriver:
             else:  # FAILED or CANCELLED
                 self._attempts[record.line] += 1
                 if self._attempts[record.line] >= MAX_ATTEMPTS:
-                    reason = f"the model failed it {MAX_ATTEMPTS} times: {outcome.error or status.value}"
+                    error = next((o.error for o in outcomes if o.status is status and o.error), status.value)
+                    reason = f"the model failed it {MAX_ATTEMPTS} times: {error}"
                     self._buffer.append(error_row(record.line, record.id, reason, final=False))
                     progress.errors += 1
                     finished += 1

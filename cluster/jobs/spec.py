@@ -75,6 +75,11 @@ class JobSpec(BaseModel):
     # 40 interactive req/s it did not raise their attainment (bench/reports/batch-job.md).
     yield_to_urgent: bool = False
     progress_every_s: Annotated[float, Field(gt=0)] = 2.0
+    # Generative tasks (cluster/jobs/generation.py): the answer's length, and what the templates take.
+    max_new_tokens: Annotated[int, Field(gt=0, le=1024)] = 64
+    target_language: str | None = None  # translate: required
+    source_language: str | None = None  # translate: optional
+    language: str | None = None  # code: optional
 
     @field_validator("tasks")
     @classmethod
@@ -120,17 +125,24 @@ class JobSpec(BaseModel):
             args.append("--yield-to-urgent")
         if self.standalone:
             args += ["--standalone", "--actors", str(self.standalone_actors)]
+        args += ["--max-new-tokens", str(self.max_new_tokens)]
+        for option, value in (("--target-language", self.target_language),
+                              ("--source-language", self.source_language), ("--language", self.language)):
+            if value:
+                args += [option, value]
         return args
 
 
-def check_tasks(spec: JobSpec, known: Iterable[str]) -> list[str]:
-    """The tasks the job runs, in order; an unknown one is refused, naming the known ones."""
-    known = list(known)
+def check_tasks(spec: JobSpec, known: Iterable[str], generative: Iterable[str] = ()) -> list[str]:
+    """The tasks the job runs, in order (default: every bundle task); an unknown one is refused,
+    naming the known ones. `generative`: the generator's template tasks, where the job may use them."""
+    known, generative = list(known), [t for t in generative if t not in known]
     if spec.tasks is None:
         return known
-    unknown = [t for t in spec.tasks if t not in known]
+    unknown = [t for t in spec.tasks if t not in known and t not in generative]
     if unknown:
-        raise JobSpecError(f"unknown task(s) {unknown}; the bundle's tasks are {known}")
+        also = f", and the generative ones {generative}" if generative else ""
+        raise JobSpecError(f"unknown task(s) {unknown}; the bundle's tasks are {known}{also}")
     return list(spec.tasks)
 
 

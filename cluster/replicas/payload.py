@@ -18,6 +18,7 @@ Templating at the replica keeps the gateway free of the LLM's tokenizer and chat
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,40 @@ class PayloadError(ValueError):
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
         self.status = status
+
+
+# A decoded token costs about this many prompt tokens of prefill on the default model (a decode step
+# at 8 sequences ~60 ms, prefill ~1 ms per prompt token, on the 2-core CPU): the scheduler's
+# latency model for the generator pool is linear in this one token count (scheduler/latency.py).
+DECODE_TOKEN_COST = 32
+
+
+def estimate_tokens(text: str) -> int:
+    """A prompt's tokens without the LLM's tokenizer (the gateway and batch jobs have none): ~4
+    characters per token is close for English BPE and only feeds the scheduler's batching and
+    latency model (the replica counts exactly)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def text_source(task: str, text: str, *, target_language: str | None = None,
+                source_language: str | None = None, language: str | None = None) -> dict[str, Any]:
+    """The payload source (`task` + `inputs`) of one text for a generative task: the OpenAI
+    completions routes and batch jobs (cluster/jobs/generation.py) build it the same way.
+    `translate` needs `target_language`; PayloadError (status 400) says so."""
+    if task == "chat":
+        return {"task": "chat", "inputs": [{"role": "user", "content": text}]}
+    if task == "answer":
+        return {"task": "answer", "inputs": {"question": text}}
+    if task == "summarize":
+        return {"task": "summarize", "inputs": {"text": text}}
+    if task == "translate":
+        if not target_language:
+            raise PayloadError("task 'translate' needs 'target_language' (for example \"French\"); "
+                               "'source_language' is optional", 400)
+        return {"task": "translate", "inputs": {"text": text, "target": target_language, "source": source_language}}
+    if task == "code":
+        return {"task": "code", "inputs": {"instruction": text, "language": language}}
+    raise PayloadError(f"unknown generative task {task!r}", 400)
 
 
 def _number(payload: dict, key: str, default: float, kind: type) -> Any:

@@ -171,3 +171,39 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(app_url, handle):
     assert engine["finished"] == before["finished"]  # it was dropped, not decoded to the end
 
 
+
+
+def test_a_batch_job_runs_a_generative_task_beside_an_encoder_one_through_the_scheduler(app_url, client, tiny_bundle, tmp_path):
+    """The batch driver (what `mtc submit` runs) against this application's Scheduler handle,
+    with `topic` and `summarize`: each row's summary is the `/v1/completions` answer of model
+    `summarize` at temperature 0, and its topic the `/v1/predict` one."""
+    import asyncio
+
+    from ray import serve
+
+    from cluster.jobs.connect import make_edge, served
+    from cluster.jobs.driver import BatchDriver
+    from cluster.jobs.generation import check_generation
+    from cluster.jobs.spec import JobSpec
+    from cluster.serve_backend import ServeBackend
+    from cluster.serve_config import SCHEDULER_DEPLOYMENT
+
+    texts = ["The central bank raised interest rates again, and shares fell in London.",
+             "The striker scored twice as the home side won the cup final."]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    spec = JobSpec(input=str(source), output=str(tmp_path / "out.jsonl"), tasks=("topic", "summarize"),
+                   app_name=APP, max_new_tokens=12)
+    scheduler = serve.get_deployment_handle(SCHEDULER_DEPLOYMENT, app_name=APP)
+    bundle, _, pools = served(scheduler)
+    check_generation(spec, ["summarize"], pools)  # this application has a generator: not refused
+    driver = BatchDriver(spec, make_edge(bundle, ServeBackend(scheduler)), ["topic", "summarize"], out=lambda _: None)
+    summary = asyncio.run(driver.run())
+    assert summary.done == 2 and summary.errors == 0, (tmp_path / "out.jsonl.errors.jsonl").read_text()
+    got = [json.loads(line)["results"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    for text, row in zip(texts, got):
+        http = client.completions.create(model="summarize", prompt=text, max_tokens=12, temperature=0)
+        assert row["summarize"]["text"] == http.choices[0].text
+        assert row["summarize"]["completion_tokens"] == http.usage.completion_tokens
+        topic = httpx.post(app_url + "/v1/predict", json={"texts": text, "tasks": ["topic"]}, timeout=60).json()
+        assert row["topic"]["label"] == topic["results"][0]["topic"]["label"]
