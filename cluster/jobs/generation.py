@@ -6,9 +6,9 @@ through the same scheduler as the encoder tasks, at the job's class. A record as
 kinds is one encoder job and one job per generative task; a chunk's encoder jobs go in one
 scheduler call and its generator jobs in another, side by side (a call's jobs share one pool);
 a record's row is written only when every one of its jobs is done, and a refusal of either call
-sends the record back whole. The payload
-is the OpenAI routes' own (`cluster.replicas.payload.text_source`), greedy, so a record's text
-equals the `/v1/completions` answer for `model: <task>` at temperature 0.
+sends the record back whole. The payload is the OpenAI routes' own
+(`cluster.replicas.payload.text_source`), greedy, so a record's text equals the
+`/v1/completions` answer for `model: <task>` at temperature 0.
 """
 from __future__ import annotations
 
