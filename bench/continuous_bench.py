@@ -8,8 +8,9 @@ Part A, throughput: N streams (1, 8, 32) all arriving at once, each up to --max-
   * transformers CB: `model.generate_batch` (transformers' continuous batching), where it runs;
   * ours: `mtl.engine.ContinuousEngine` with --slots slots.
   Tokens/s is completion tokens over wall time; TTFT is each stream's time to its first token.
-Part B, priority: an interactive stream arriving while 8 or 32 batch-class streams decode, with
-  the engine's preemption on and off, against the same stream on an idle engine.
+Part B, priority: an interactive stream arriving while 8 or 32 batch-class streams stay in flight
+  (each one that ends replaced at once), with the engine's preemption on and off, against the same
+  stream on an idle engine.
 
 Every mode runs in a fresh process of its own (`measure` says why), one after another, on the same
 torch threads (--threads, default every core). Writes bench/reports/continuous.md, .json and .png.
@@ -72,13 +73,24 @@ def run_static(gen: Any, prompts: list[str], n_new: int, slots: int) -> dict:
     return _summary(time.perf_counter() - t0, tokens, ttft, texts)
 
 
-def run_ours(gen: Any, prompts: list[str], n_new: int, slots: int, *, ranks: list[int] | None = None,
-             preempt: bool = True, at: list[float] | None = None) -> dict:
-    """All prompts through one engine; `at[i]` delays prompt i's arrival (seconds after the start)."""
+def new_engine(gen: Any, slots: int) -> Any:
+    """The child's one engine, started: every run of a child goes through it, on its one thread, as a
+    replica's does (a fresh engine per run put each run on a new thread: its first tokens came 10-70 %
+    later than on a thread that had run the model before, see `measure`)."""
     from mtl.engine import ContinuousEngine
+
+    engine = ContinuousEngine(gen, slots=slots)
+    engine.start()
+    return engine
+
+
+def run_ours(engine: Any, prompts: list[str], n_new: int, *, ranks: list[int] | None = None,
+             at: list[float] | None = None) -> dict:
+    """All prompts through `engine` (idle at the start); `at[i]` delays prompt i's arrival (seconds
+    after the start)."""
     from mtl.generate import Completion
 
-    engine = ContinuousEngine(gen, slots=slots, preempt=preempt)
+    engine.stats = type(engine.stats)()
     n = len(prompts)
     first: list[float | None] = [None] * n
     arrived: list[float] = [0.0] * n
@@ -95,7 +107,6 @@ def run_ours(gen: Any, prompts: list[str], n_new: int, slots: int, *, ranks: lis
                     all_done.set()
         return emit
 
-    engine.start()
     t0 = time.perf_counter()
     order = sorted(range(n), key=lambda i: (at or [0.0] * n)[i])
     for i in order:
@@ -107,7 +118,6 @@ def run_ours(gen: Any, prompts: list[str], n_new: int, slots: int, *, ranks: lis
                       sink(i), rank=ranks[i] if ranks else 2)
     all_done.wait(3600)
     wall = time.perf_counter() - t0
-    engine.stop()
     bad = [d for d in done.values() if not isinstance(d, Completion)]
     if bad:
         raise RuntimeError(f"engine failed: {bad[0]!r}")
@@ -148,20 +158,80 @@ def _summary(wall: float, tokens: int, ttft: list, texts: list[str]) -> dict:
             "ttft_max_s": max(ttft) if ttft else None, "texts": texts}
 
 
-PROBE_AT_S = (1.5, 2.2, 2.9, 3.6, 4.3)  # interactive arrivals, while the batch streams decode
+PROBE_AT_S = tuple(1.5 + 0.7 * i for i in range(8))  # interactive arrivals, while the batch streams decode
 
 
-def priority_probe(gen: Any, prompts: list[str], n_new: int, slots: int, background: int, preempt: bool) -> dict:
+def priority_probe(engine: Any, prompts: list[str], n_new: int, background: int, preempt: bool,
+                   urgent_round: bool = True) -> dict:
     """Interactive streams arriving one by one (PROBE_AT_S) while `background` batch-class streams
-    decode; their TTFT (median and worst). The first arrives as the batch streams' prefill ends."""
+    stay in flight: a closed loop, each batch stream that ends is replaced at once by a new one, so
+    the batch is as full at the last probe as at the first (an open-loop burst drained before the
+    later probes came: some arrived at free slots). Their TTFT (median and worst), and how many
+    batch-class rows were decoding when each probe arrived (the proof that the probe met a full batch)."""
+    import queue
+
+    from mtl.generate import Completion
+
+    engine.preempt, engine.urgent_round = preempt, urgent_round
+    engine.stats = type(engine.stats)()
     batch = [prompts[1 + i % (len(prompts) - 1)] for i in range(background)]
-    probes = [prompts[0]] * len(PROBE_AT_S)
-    ranks = [2] * background + [0] * len(probes)
-    at = [0.0] * background + list(PROBE_AT_S)
-    out = run_ours(gen, batch + probes, n_new, slots, ranks=ranks, preempt=preempt, at=at)
-    ttft = out["first_s"][background:]
-    return {"background": background, "preempt": preempt, "interactive_ttft_s": statistics.median(ttft),
-            "interactive_ttft_max_s": max(ttft), "interactive_ttfts_s": ttft, "paused": out["stats"]["paused"]}
+    ended: queue.Queue[int] = queue.Queue()
+    probes_left = threading.Semaphore(0)
+    first: list[float | None] = [None] * len(PROBE_AT_S)
+    arrived = [0.0] * len(PROBE_AT_S)
+    failures: list[BaseException] = []
+
+    def batch_emit(i: int) -> Callable[[Any], None]:
+        def emit(item: Any) -> None:
+            if isinstance(item, BaseException):
+                failures.append(item)
+            if isinstance(item, Completion | BaseException):
+                ended.put(i)
+        return emit
+
+    def probe_emit(i: int) -> Callable[[Any], None]:
+        def emit(item: Any) -> None:
+            if first[i] is None and isinstance(item, str | Completion):
+                first[i] = time.perf_counter() - arrived[i]
+            if isinstance(item, BaseException):
+                failures.append(item)
+            if isinstance(item, Completion | BaseException):
+                probes_left.release()
+        return emit
+
+    stop = threading.Event()
+
+    def refill() -> None:  # off the engine thread: submit tokenizes
+        while not stop.is_set():
+            try:
+                i = ended.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            engine.submit(_request(batch[i], n_new), batch_emit(i), rank=2)
+
+    for i, prompt in enumerate(batch):
+        engine.submit(_request(prompt, n_new), batch_emit(i), rank=2)
+    feeder = threading.Thread(target=refill, daemon=True)
+    feeder.start()
+    t0 = time.perf_counter()
+    busy_rows: list[int] = []
+    for i, at in enumerate(PROBE_AT_S):
+        time.sleep(max(0.0, at - (time.perf_counter() - t0)))
+        busy_rows.append(sum(1 for s in list(engine.running) if s.rank == 2))
+        arrived[i] = time.perf_counter()
+        engine.submit(_request(prompts[0], n_new // 3), probe_emit(i), rank=0)
+    for _ in PROBE_AT_S:
+        probes_left.acquire(timeout=600)
+    stop.set()
+    feeder.join()
+    for seq in list(engine.running) + list(engine.waiting.values()):  # the batch streams still in flight
+        engine.cancel(seq.key)
+    if failures:
+        raise RuntimeError(f"engine failed: {failures[0]!r}")
+    ttft = [t for t in first if t is not None]
+    return {"background": background, "preempt": preempt, "urgent_round": urgent_round,
+            "interactive_ttft_s": statistics.median(ttft), "interactive_ttft_max_s": max(ttft),
+            "interactive_ttfts_s": ttft, "paused": engine.stats.paused, "batch_rows_at_arrival": busy_rows}
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -172,14 +242,17 @@ def child(args: argparse.Namespace) -> dict:
     mode, n = args.child, args.n
     if mode == "probe":
         prompts = prompts_for(gen, 9)
-        run_ours(gen, prompts[:2], 4, args.slots)  # warm-up, on an engine thread like the measured one
-        idle = run_ours(gen, prompts[:1], args.max_new_tokens // 3, args.slots)
-        probe = priority_probe(gen, prompts, args.max_new_tokens, args.slots, n, args.preempt)
-        return {**probe, "idle_ttft_s": idle["ttft_p50_s"]}
+        engine = new_engine(gen, args.slots)
+        run_ours(engine, prompts[:2], 4)  # warm-up, on the engine's thread like everything measured
+        # the idle baseline: the probe's own stream alone, median of 5
+        idle = [run_ours(engine, prompts[:1], args.max_new_tokens // 3)["ttft_p50_s"] for _ in range(5)]
+        probe = priority_probe(engine, prompts, args.max_new_tokens, n, args.preempt, args.urgent_round)
+        return {**probe, "idle_ttft_s": statistics.median(idle), "idle_ttfts_s": idle}
     prompts = prompts_for(gen, n)
     if mode == "ours":
-        run_ours(gen, prompts[:2], 4, args.slots)  # warm-up on an engine thread
-        out = run_ours(gen, prompts, args.max_new_tokens, args.slots)
+        engine = new_engine(gen, args.slots)
+        run_ours(engine, prompts[:2], 4)  # warm-up on the engine's thread
+        out = run_ours(engine, prompts, args.max_new_tokens)
     else:
         gen.generate(prompts[:2], max_new_tokens=4)  # warm-up on this thread, where the mode runs
         runner = {"sequential": lambda: run_sequential(gen, prompts, args.max_new_tokens),
@@ -199,6 +272,8 @@ def measure(args: argparse.Namespace, mode: str, n: int, **extra: Any) -> dict:
            "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)]
     if extra.get("preempt") is False:
         cmd.append("--no-preempt")
+    if extra.get("urgent_round") is False:
+        cmd.append("--no-urgent-round")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -218,6 +293,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--no-preempt", dest="preempt", action="store_false", help=argparse.SUPPRESS)
+    parser.add_argument("--no-urgent-round", dest="urgent_round", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args), default=str), flush=True)
@@ -238,16 +314,18 @@ def main() -> None:
                   f"{_fmt(row[name].get('ttft_p50_s'))}" if shown is not None else row[name]["error"]), flush=True)
         row["same_text_as_static"] = row["ours"].get("texts") == row["static"].get("texts")
         results["throughput"].append(row)
+    # preemption with the urgent second round (the default), without it, and no preemption at all
+    variants = [(True, True), (True, False), (False, True)]
     for background in (8, 32):
-        for preempt in (True, False):
-            probe = measure(args, "probe", background, preempt=preempt)
+        for preempt, urgent_round in variants:
+            probe = measure(args, "probe", background, preempt=preempt, urgent_round=urgent_round)
             if "error" in probe:
                 print(f"probe failed: {probe['error']}")
                 continue
             probe["ratio_to_idle"] = probe["interactive_ttft_s"] / probe["idle_ttft_s"]
             results["priority"].append(probe)
-            print(f"interactive TTFT beside {background} batch streams, preempt {preempt}: "
-                  f"{_fmt(probe['interactive_ttft_s'])} ({probe['ratio_to_idle']:.1f}x its idle "
+            print(f"interactive TTFT beside {background} batch streams, preempt {preempt}, urgent round "
+                  f"{urgent_round}: {_fmt(probe['interactive_ttft_s'])} ({probe['ratio_to_idle']:.1f}x its idle "
                   f"{_fmt(probe['idle_ttft_s'])})", flush=True)
     results["idle_ttft_s"] = statistics.median(p["idle_ttft_s"] for p in results["priority"])
     write_report(results, args)

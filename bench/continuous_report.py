@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.continuous_bench import PROBE_AT_S
+
 MODES = [("sequential", "sequential calls"), ("static", "static batches"),
          ("transformers_cb", "transformers continuous batching"), ("ours", "ours (continuous, preemptive)")]
 
@@ -45,17 +47,23 @@ def render(results: dict[str, Any], where: str, plot_path: Path) -> str:
     same = [row["same_text_as_static"] for row in results["throughput"]]
     lines += ["", f"Our texts equal the static batches' in {sum(same)} of {len(same)} stream counts.", "",
               "## An interactive stream beside batch-class streams", "",
-              f"Interactive time to first token on an idle engine: {_fmt(results['idle_ttft_s'])} (median of the "
-              "probes' own idle runs). Then the same "
-              f"stream arriving 1.5, 2.2, 2.9, 3.6 and 4.3 s after 8 or 32 batch-class streams "
-              f"({args['max_new_tokens']} tokens each) started on {args['slots']} slots:", "",
-              "| batch streams | preemption | interactive TTFT median | worst | idle TTFT (same process) | ×idle (median) "
-              "| sequences paused |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              f"Interactive time to first token on an idle engine: {_fmt(results['idle_ttft_s'])} (median over "
+              "the probe processes, each the median of 5 idle runs). Then the same stream (16 tokens) arriving "
+              f"{len(PROBE_AT_S)} times, {PROBE_AT_S[0]:.1f} to {PROBE_AT_S[-1]:.1f} s after the start, while 8 or "
+              f"32 batch-class streams ({args['max_new_tokens']} tokens each) stay in flight on {args['slots']} "
+              "slots: a closed loop, each batch stream that ends replaced at once, so every probe meets a full "
+              "batch (the batch rows column: how many batch-class rows were decoding at each arrival; the "
+              "rest of the 8 slots held earlier probes). The urgent round: an interactive arrival during a "
+              "batch-class prefill joins as that prefill ends, not after the decode step that follows.", "",
+              "| batch streams | preemption | urgent round | interactive TTFT median | worst | idle TTFT (same process) "
+              "| ×idle (median) | sequences paused | batch rows at arrival |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in results["priority"]:
-        lines.append(f"| {p['background']} | {'on' if p['preempt'] else 'off'} | {_fmt(p['interactive_ttft_s'])} "
+        rows = p.get("batch_rows_at_arrival") or []
+        lines.append(f"| {p['background']} | {'on' if p['preempt'] else 'off'} "
+                     f"| {'on' if p.get('urgent_round', True) else 'off'} | {_fmt(p['interactive_ttft_s'])} "
                      f"| {_fmt(p['interactive_ttft_max_s'])} | {_fmt(p['idle_ttft_s'])} | {p['ratio_to_idle']:.1f}x "
-                     f"| {p['paused']} |")
+                     f"| {p['paused']} | {min(rows, default=0)}-{max(rows, default=0)} |")
     lines += ["", f"![throughput and TTFT]({plot_path.name})", ""]
     _plot(results, plot_path)
     return "\n".join(lines)
@@ -81,10 +89,12 @@ def _plot(results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("concurrent streams")
         ax.set_title(title)
         ax.legend(fontsize=7)
-    labels = [f"{p['background']} batch\npreempt {'on' if p['preempt'] else 'off'}" for p in results["priority"]]
+    labels = [f"{p['background']} batch\npreempt {'on' if p['preempt'] else 'off'}"
+              + ("" if p.get("urgent_round", True) or not p["preempt"] else "\nno urgent round")
+              for p in results["priority"]]
     ax3.bar(["idle", *labels], [results["idle_ttft_s"], *[p["interactive_ttft_s"] for p in results["priority"]]])
     ax3.set_title("interactive TTFT (s)")
-    ax3.tick_params(axis="x", labelsize=7)
+    ax3.tick_params(axis="x", labelsize=6, labelrotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

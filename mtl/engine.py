@@ -7,7 +7,8 @@ Design note (the engine loop, `step`). One thread owns the model. Each iteration
      running ones are paused for them (a higher class outranking the lowest running one);
   3. pause: the paused rows leave the KV batch (their tokens are kept, their cache recomputed when
      they come back); join: the joiners are prefilled as one small batch, each takes its first token
-     (its time to first token), and their cache is stacked onto the running batch;
+     (its time to first token), and their cache is stacked onto the running batch; an urgent
+     arrival during that prefill gets a second round of 2-3 at once (see `step`);
   4. one decode step over every row; rows that finished (EOS, a stop string, their own limit) leave.
 So a new stream waits for one step and one prefill, never for a whole batch to finish, and
 interactive work is never stuck behind a full batch of bulk work. `mtl.kv_batch.KVBatch` does the
@@ -84,7 +85,7 @@ class ContinuousEngine:
     """Continuous batching over a `mtl.generate.Generator` (its model, tokenizer and text rules)."""
 
     def __init__(self, generator: Any, *, slots: int = 8, preempt: bool = True, prefill_budget: int | None = 512,
-                 clock: Callable[[], float] = time.monotonic, batch: Any = None,
+                 urgent_round: bool = True, clock: Callable[[], float] = time.monotonic, batch: Any = None,
                  thread_setup: Callable[[], None] | None = None) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -92,6 +93,7 @@ class ContinuousEngine:
         self.slots = slots
         self.preempt = preempt
         self.prefill_budget = prefill_budget  # prompt tokens prefilled per step at most (slot_policy rule 4)
+        self.urgent_round = urgent_round  # off only to measure what it buys (bench.continuous_bench)
         self.clock = clock
         self.batch = batch if batch is not None else KVBatch(
             generator.model, pad_token_id=generator.pad_token_id, device=generator.device)
@@ -171,24 +173,38 @@ class ContinuousEngine:
     def step(self) -> None:
         """One iteration of the loop (see the module's design note); public for tests."""
         self._take_arrivals()
-        plan = plan_slots([s.view() for s in self.running], [s.view() for s in self.waiting.values()],
+        self._admit(list(self.waiting.values()))
+        # A second round, for urgent work that arrived during those joins' prefill: a batch-class
+        # prefill (a refill, or a paused row's recompute of 50-100 tokens) is the longest pass an
+        # arrival can land in, and it should not wait for the decode step after it too. Only
+        # arrivals that outrank a running row take it; the others wait for the next iteration, so
+        # bulk prefills never run back to back ahead of the running rows' decode step.
+        lowest = max((s.rank for s in self.running), default=None)
+        urgent = [s for s in self._take_arrivals() if lowest is not None and s.rank < lowest] if self.urgent_round else []
+        if urgent:
+            self._admit(urgent)
+        if self.running:
+            self._forward(self.running, lambda: self.batch.step([s.row.tokens[-1] for s in self.running]))
+            self.stats.steps += 1
+
+    def _admit(self, candidates: list[_Sequence]) -> None:
+        """Pause and join as `plan_slots` says, choosing joiners among `candidates` (waiting ones)."""
+        plan = plan_slots([s.view() for s in self.running], [s.view() for s in candidates],
                           self.slots, preempt=self.preempt, prefill_budget=self.prefill_budget)
         if plan.pause:
             self._pause(set(plan.pause))
         if plan.join:
             self._join([self.waiting.pop(k) for k in plan.join])
-        if self.running:
-            self._forward(self.running, lambda: self.batch.step([s.row.tokens[-1] for s in self.running]))
-            self.stats.steps += 1
 
-    def _take_arrivals(self) -> None:
+    def _take_arrivals(self) -> list[_Sequence]:
+        """Move new sequences to `waiting` and carry out cancels; returns the new ones still waiting."""
         with self._cond:
             arrivals, self._inbox = self._inbox, []
             cancels, self._cancels = self._cancels, set()
         for seq in arrivals:
             self.waiting[seq.key] = seq
         if not cancels:
-            return
+            return arrivals
         for key in cancels & set(self.waiting):
             self.waiting.pop(key).ended = True
             self.stats.cancelled += 1
@@ -197,6 +213,7 @@ class ContinuousEngine:
             self.running[i].ended = True
         self.stats.cancelled += len(gone)
         self._drop_rows(gone)
+        return [seq for seq in arrivals if not seq.ended]
 
     def _pause(self, keys: set[int]) -> None:
         rows = [i for i, s in enumerate(self.running) if s.key in keys]

@@ -46,6 +46,7 @@ class FakeBatch:
         self.clock = clock
         self.contexts: list[list[int]] = []
         self.fail_next = False
+        self.during_join = None  # called inside the next join: what arrives while a prefill runs
 
     @property
     def rows(self):
@@ -59,6 +60,9 @@ class FakeBatch:
 
     def join(self, contexts):
         self.clock.t += PREFILL_S
+        hook, self.during_join = self.during_join, None
+        if hook is not None:
+            hook()
         self.contexts += [list(c) for c in contexts]
         return self._logits([c[-1] for c in contexts])
 
@@ -154,6 +158,45 @@ def test_an_interactive_arrival_pauses_batch_work_and_gets_its_first_token_in_on
     assert b2.completion.text == "".join(f" {t}" for t in range(41, 49))
     assert b1.completion.text == "".join(f" {t}" for t in range(11, 19))
     assert eng.stats.paused == 1 and eng.stats.joined == 4
+
+
+def test_an_interactive_arrival_during_a_batch_prefill_joins_before_the_decode_step(clock):
+    # A batch-class prefill (a refill or a resume, often 50-100 tokens) is the longest forward pass
+    # an arrival can land in. The urgent sequence must not wait for that prefill AND the decode step
+    # after it: it joins in the same iteration, once the prefill ends.
+    eng = engine(clock, slots=2)
+    submit(eng, "10", 8)
+    eng.step()
+    late = submit(eng, "40", 8)
+    holder = {}
+    arrived = {}
+
+    def arrive():
+        arrived["t"] = clock()
+        holder["urgent"] = submit(eng, "70", 3, rank=0)
+
+    eng.batch.during_join = arrive
+    eng.step()  # late's prefill; urgent arrives during it
+    urgent = holder["urgent"]
+    assert urgent.text.startswith(" 71")  # its first token in this very iteration
+    assert eng.stats.ttft_s[-1] == pytest.approx(PREFILL_S, abs=1e-9)  # the rest of late's prefill: 0 here
+    assert [s.key for s in eng.running] == [1, 3] and 2 in eng.waiting  # late made room
+    assert late.completion is None
+
+
+def test_a_batch_arrival_during_a_prefill_does_not_take_a_second_prefill_in_the_same_iteration(clock):
+    # The extra round is for urgent work only: equal-class arrivals wait for the next iteration,
+    # so batch refills never stack prefills back to back ahead of the running rows' decode step.
+    eng = engine(clock, slots=3)
+    submit(eng, "10", 8)
+    eng.step()
+    submit(eng, "40", 8)
+    holder = {}
+    eng.batch.during_join = lambda: holder.setdefault("b", submit(eng, "60", 3))
+    eng.step()
+    assert holder["b"].text == "" and eng.stats.prefills == 2
+    eng.step()
+    assert holder["b"].text.startswith(" 61")
 
 
 def test_without_preemption_urgent_work_waits_for_a_free_slot(clock):
