@@ -27,6 +27,8 @@ def train(
         False, "--single-task",
         help="train each trainable task alone (same code and recipe) into OUT/single/<task>/ "
              "for single-task baselines"),
+    only: str = typer.Option(
+        None, "--only", help="with --single-task: these tasks only, comma-separated (e.g. a task just added)"),
     workers: int = typer.Option(0, "--workers", help="Ray Train workers (0 = in-process)"),
     gpu: bool = typer.Option(False, "--gpu", help="one GPU per Ray Train worker"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
@@ -41,11 +43,18 @@ def train(
     except ConfigError as err:
         _fail(str(err))
     try:
+        if only is not None and not single_task:
+            _fail("--only picks single-task baselines: add --single-task")
         if single_task:
             from mtl.train import train as train_bundle
 
+            trainable = [spec.name for spec in cfg.tasks if spec.trainable]
+            chosen = trainable if only is None else [t.strip() for t in only.split(",") if t.strip()]
+            unknown = sorted(set(chosen) - set(trainable))
+            if unknown or not chosen:
+                _fail(f"--only: unknown or untrainable task(s) {unknown}; the config's trainable tasks are {trainable}")
             for spec in cfg.tasks:
-                if spec.trainable:
+                if spec.name in chosen:
                     typer.echo(f"single-task baseline: {spec.name}")
                     path = train_bundle(cfg, out / "single" / spec.name, single_task=spec.name,
                                         progress=not quiet)

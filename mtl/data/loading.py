@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mtl.config import TaskSpec, TaskType
 
-from .builtin import load_bbc, load_wnut16
+from .builtin import load_bbc, load_movie_reviews, load_wnut16
 from .files import read_conll, read_csv, read_jsonl
 from .types import DataError, Example
 
@@ -14,6 +14,8 @@ from .types import DataError, Example
 _FORMAT_TYPES = {
     "bbc": {TaskType.classification},
     "wnut16": {TaskType.token_classification},
+    "rotten_tomatoes": {TaskType.classification},
+    "imdb": {TaskType.classification},
     "conll": {TaskType.token_classification},
     "csv": {TaskType.classification, TaskType.multilabel, TaskType.regression},
     "jsonl": {TaskType.classification, TaskType.multilabel, TaskType.regression},
@@ -44,6 +46,8 @@ def load_examples(spec: TaskSpec, base_dir: Path | str = Path(".")) -> list[Exam
         examples = load_bbc(spec)
     elif src.format == "wnut16":
         examples = load_wnut16(spec)
+    elif src.format in ("rotten_tomatoes", "imdb"):
+        examples = load_movie_reviews(spec, src.format)
     elif src.format == "csv":
         examples = read_csv(spec, src, path)
     elif src.format == "jsonl":

