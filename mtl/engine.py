@@ -7,8 +7,8 @@ Design note (the engine loop, `step`). One thread owns the model. Each iteration
      running ones are paused for them (a higher class outranking the lowest running one);
   3. pause: the paused rows leave the KV batch (their tokens are kept, their cache recomputed when
      they come back); join: the joiners are prefilled as one small batch, each takes its first token
-     (its time to first token), and their cache is stacked onto the running batch; an urgent
-     arrival during that prefill gets a second round of 2-3 at once (see `step`);
+     (its time to first token), and their cache is stacked onto the running batch; an arrival
+     during that prefill that outranks a running row goes through 2-3 again at once (see `step`);
   4. one decode step over every row; rows that finished (EOS, a stop string, their own limit) leave.
 So a new stream waits for one step and one prefill, never for a whole batch to finish, and
 interactive work is never stuck behind a full batch of bulk work. `mtl.kv_batch.KVBatch` does the
