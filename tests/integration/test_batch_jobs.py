@@ -201,7 +201,7 @@ def test_ray_job_submit_runs_the_standalone_driver_with_the_same_rows(app, tmp_p
 
 @pytest.mark.parametrize("args, message", [
     (["missing.jsonl"], "does not exist"),
-    (["in.jsonl", "--tasks", "topic,sentiment"], "unknown task(s) ['sentiment']; the bundle's tasks are"),
+    (["in.jsonl", "--tasks", "topic,toxicity"], "unknown task(s) ['toxicity']; the bundle's tasks are"),
     (["in.jsonl", "--text-field", "text"], "no field 'text' (--text-field); its fields are ['doc', 'body']"),
     # a generative task on an application without a generator (issue 12: jobs run them where there is one)
     (["in.jsonl", "--tasks", "topic,summarize"], "task(s) ['summarize'] need a generator, and application 'mtc' has none"),
