@@ -84,28 +84,38 @@ def new_engine(gen: Any, slots: int) -> Any:
     return engine
 
 
+def _sink(i: int, on_end: Callable[[int, Any], None], first: list[float | None] | None = None,
+          arrived: list[float] | None = None) -> Callable[[Any], None]:
+    """An engine `emit` for stream i: records its time to first token in `first[i]` (from
+    `arrived[i]`) when given, and calls `on_end(i, item)` with its Completion or exception."""
+    from mtl.generate import Completion
+
+    def emit(item: Any) -> None:
+        if first is not None and first[i] is None and isinstance(item, str | Completion):
+            first[i] = time.perf_counter() - arrived[i]
+        if isinstance(item, Completion | BaseException):
+            on_end(i, item)
+    return emit
+
+
 def run_ours(engine: Any, prompts: list[str], n_new: int, *, ranks: list[int] | None = None,
              at: list[float] | None = None) -> dict:
     """All prompts through `engine` (idle at the start); `at[i]` delays prompt i's arrival (seconds
     after the start)."""
+    from mtl.engine import EngineStats
     from mtl.generate import Completion
 
-    engine.stats = type(engine.stats)()
+    engine.stats = EngineStats()
     n = len(prompts)
     first: list[float | None] = [None] * n
     arrived: list[float] = [0.0] * n
     done: dict[int, Completion] = {}
     all_done = threading.Event()
 
-    def sink(i: int) -> Callable[[Any], None]:
-        def emit(item: Any) -> None:
-            if first[i] is None and isinstance(item, str | Completion):
-                first[i] = time.perf_counter() - arrived[i]
-            if isinstance(item, Completion | BaseException):
-                done[i] = item
-                if len(done) == n:
-                    all_done.set()
-        return emit
+    def ended(i: int, item: Any) -> None:
+        done[i] = item
+        if len(done) == n:
+            all_done.set()
 
     t0 = time.perf_counter()
     order = sorted(range(n), key=lambda i: (at or [0.0] * n)[i])
@@ -115,7 +125,7 @@ def run_ours(engine: Any, prompts: list[str], n_new: int, *, ranks: list[int] | 
             time.sleep(wait)
         arrived[i] = time.perf_counter()
         engine.submit(_request(prompts[i], n_new if ranks is None or ranks[i] > 0 else n_new // 3),
-                      sink(i), rank=ranks[i] if ranks else 2)
+                      _sink(i, ended, first, arrived), rank=ranks[i] if ranks else 2)
     all_done.wait(3600)
     wall = time.perf_counter() - t0
     bad = [d for d in done.values() if not isinstance(d, Completion)]
@@ -170,10 +180,10 @@ def priority_probe(engine: Any, prompts: list[str], n_new: int, background: int,
     batch-class rows were decoding when each probe arrived (the proof that the probe met a full batch)."""
     import queue
 
-    from mtl.generate import Completion
+    from mtl.engine import EngineStats
 
     engine.preempt, engine.urgent_round = preempt, urgent_round
-    engine.stats = type(engine.stats)()
+    engine.stats = EngineStats()
     batch = [prompts[1 + i % (len(prompts) - 1)] for i in range(background)]
     ended: queue.Queue[int] = queue.Queue()
     probes_left = threading.Semaphore(0)
@@ -181,23 +191,15 @@ def priority_probe(engine: Any, prompts: list[str], n_new: int, background: int,
     arrived = [0.0] * len(PROBE_AT_S)
     failures: list[BaseException] = []
 
-    def batch_emit(i: int) -> Callable[[Any], None]:
-        def emit(item: Any) -> None:
-            if isinstance(item, BaseException):
-                failures.append(item)
-            if isinstance(item, Completion | BaseException):
-                ended.put(i)
-        return emit
+    def batch_ended(i: int, item: Any) -> None:
+        if isinstance(item, BaseException):
+            failures.append(item)
+        ended.put(i)
 
-    def probe_emit(i: int) -> Callable[[Any], None]:
-        def emit(item: Any) -> None:
-            if first[i] is None and isinstance(item, str | Completion):
-                first[i] = time.perf_counter() - arrived[i]
-            if isinstance(item, BaseException):
-                failures.append(item)
-            if isinstance(item, Completion | BaseException):
-                probes_left.release()
-        return emit
+    def probe_ended(i: int, item: Any) -> None:
+        if isinstance(item, BaseException):
+            failures.append(item)
+        probes_left.release()
 
     stop = threading.Event()
 
@@ -207,10 +209,10 @@ def priority_probe(engine: Any, prompts: list[str], n_new: int, background: int,
                 i = ended.get(timeout=0.05)
             except queue.Empty:
                 continue
-            engine.submit(_request(batch[i], n_new), batch_emit(i), rank=2)
+            engine.submit(_request(batch[i], n_new), _sink(i, batch_ended), rank=2)
 
     for i, prompt in enumerate(batch):
-        engine.submit(_request(prompt, n_new), batch_emit(i), rank=2)
+        engine.submit(_request(prompt, n_new), _sink(i, batch_ended), rank=2)
     feeder = threading.Thread(target=refill, daemon=True)
     feeder.start()
     t0 = time.perf_counter()
@@ -219,7 +221,7 @@ def priority_probe(engine: Any, prompts: list[str], n_new: int, background: int,
         time.sleep(max(0.0, at - (time.perf_counter() - t0)))
         busy_rows.append(sum(1 for s in list(engine.running) if s.rank == 2))
         arrived[i] = time.perf_counter()
-        engine.submit(_request(prompts[0], n_new // 3), probe_emit(i), rank=0)
+        engine.submit(_request(prompts[0], n_new // 3), _sink(i, probe_ended, first, arrived), rank=0)
     for _ in PROBE_AT_S:
         probes_left.acquire(timeout=600)
     stop.set()
