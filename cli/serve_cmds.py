@@ -26,9 +26,8 @@ from cluster.serve_config import (
     ServeConfig,
     ServeConfigError,
     load_serve_config,
-    seal_api_keys,
-    write_serve_config,
 )
+from cluster.serve_export import seal_api_keys, write_serve_config
 
 console = Console()
 err_console = Console(stderr=True)

@@ -32,8 +32,8 @@ from cluster.serve_config import (
     ServeConfig,
     ServeConfigError,
     parse_serve_config,
-    seal_api_keys,
 )
+from cluster.serve_export import seal_api_keys
 from scheduler.config import ENCODER_POOL, GENERATOR_POOL, load_scheduler_config
 
 logger = logging.getLogger("ray.serve")

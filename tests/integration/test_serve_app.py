@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from cli import app as cli
 from cluster.app import build_app
-from cluster.serve_config import parse_serve_config, write_serve_config
+from cluster.serve_config import parse_serve_config
+from cluster.serve_export import write_serve_config
 from mtl.bundle import load_bundle
 from mtl.quantize import export_int8
 from tests.net import free_port

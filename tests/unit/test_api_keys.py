@@ -12,7 +12,8 @@ from test_gateway_support import ScriptedBackend, client_for, random_bundle_path
 
 from cluster.app import _gateway_settings
 from cluster.http.keys import as_digest, digest_of, file_entries, split_entry
-from cluster.serve_config import ServeConfigError, export_serve_config, parse_serve_config, seal_api_keys
+from cluster.serve_config import ServeConfigError, parse_serve_config
+from cluster.serve_export import export_serve_config, seal_api_keys
 
 
 def _config(**gateway):

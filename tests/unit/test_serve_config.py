@@ -5,13 +5,8 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from cluster.replicas.autoscaling import LOAD_METRIC, LoadPolicy, LoadTracker, desired_replicas
-from cluster.serve_config import (
-    ServeConfigError,
-    export_serve_config,
-    load_serve_config,
-    parse_serve_config,
-    write_serve_config,
-)
+from cluster.serve_config import ServeConfigError, load_serve_config, parse_serve_config
+from cluster.serve_export import export_serve_config, write_serve_config
 
 
 def test_default_file_parses():

@@ -5,7 +5,8 @@ import shutil
 import pytest
 from ray.serve.schema import ServeDeploySchema
 
-from cluster.serve_config import ServeConfigError, export_serve_config, parse_serve_config
+from cluster.serve_config import ServeConfigError, parse_serve_config
+from cluster.serve_export import export_serve_config
 from scheduler.config import load_scheduler_config
 
 INT8 = {"name": "int8", "bundle": "/b/int8", "serves_first": ["batch"], "num_cpus": 1, "nice": 10,
